@@ -117,7 +117,12 @@ class DCIEnv(gym.Env):
         super().reset(seed=seed)
         c = self.config
         rng = self.np_random
-        self.scenario = make_scenario(c, rng)
+        options = dict(options or {})
+        unknown = set(options) - {"scenario", "initial_tasks"}
+        if unknown:
+            raise ValueError(f"reset options must be among 'scenario', 'initial_tasks', got {sorted(unknown)}")
+        # a given scenario (e.g. a hand-built toy instance) replaces the random draw
+        self.scenario = options.get("scenario") or make_scenario(c, rng)
         k0_node = np.full(c.num_nodes, c.k0)
         k0_node[0] = c.mec_k0
         rates = self.scenario.rate_bps[self.scenario.rate_bps > 0]
@@ -143,7 +148,14 @@ class DCIEnv(gym.Env):
         self.carrier_busy = np.zeros(c.num_subcarriers, dtype=np.int64)
         self.background = draw_background(c, rng)
         self.totals = dict(arrivals=0, completions=0, failures=0, dropped=0)
-        arrivals, dropped = self._admit(draw_arrivals(c, rng))
+        first = draw_arrivals(c, rng)
+        if options.get("initial_tasks") is not None:
+            first = np.asarray(options["initial_tasks"], dtype=np.int64)
+            if first.shape != (c.num_devices,) or np.any(first < 0):
+                raise ValueError(
+                    f"initial_tasks must be {c.num_devices} non-negative task counts (one per ED), got {first!r}"
+                )
+        arrivals, dropped = self._admit(first)
         self.totals["arrivals"] += arrivals
         self.totals["dropped"] += dropped
         self.totals["failures"] += dropped
