@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q
 
 bench: $(STAMP)
-	$(PY) -m tests.benchmarks.bench
+	$(PY) tests/benchmarks/bench.py
 
 clean:
 	rm -rf _build .pytest_cache

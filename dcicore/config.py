@@ -126,6 +126,10 @@ class SystemConfig:
     """P, *open*: cost added for every failed task (Eq 13), in cost units."""
     share_levels: int = 100
     """R's discretisation: shares 1/levels .. levels/levels of a node's capacity. *paper* (100)"""
+    conflict_rule: str = "repair"
+    """*open*: what an action that breaks a link, subcarrier (7) or capacity (8) rule does.
+    ``"repair"`` (default): the environment fixes it by the rules of :mod:`dcicore.schedule`;
+    ``"fail"``: the task fails with the penalty P instead (penalising invalid actions)."""
     return_result: bool = False
     """*open*: send the final output (9 values) back to the source ED. Default False: the paper
     charges no such transfer, and it is 576 bits."""
@@ -168,6 +172,8 @@ class SystemConfig:
         check_range("mec_background_load_max", self.mec_background_load_max, 0, 1, hi_open=True)
         check_range("penalty", self.penalty, 0, None)
         check_range("share_levels", self.share_levels, 1, 10_000, integer=True)
+        if self.conflict_rule not in ("repair", "fail"):
+            raise ValueError(f"conflict_rule must be one of 'repair', 'fail', got {self.conflict_rule!r}")
         if not isinstance(self.return_result, bool):
             raise ValueError(f"return_result must be True or False, got {self.return_result!r}")
 

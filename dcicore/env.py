@@ -133,6 +133,7 @@ class DCIEnv(gym.Env):
             capacity_hz=self.scenario.capacity_hz, k0_node=k0_node, link=self.scenario.link,
             rate_bps=self.scenario.rate_bps, return_result=c.return_result,
             slowest_rate_bps=float(rates.min()) if rates.size else 1.0,
+            fail_on_conflict=c.conflict_rule == "fail",
         )
         M, L = c.max_tasks, c.num_layers
         self.t = 0
@@ -173,6 +174,8 @@ class DCIEnv(gym.Env):
             free_levels=free_before, carrier_free=self.carrier_busy == 0, action=action,
         )
         out = (start_stages_reference if self.reference else start_stages)(self.physics, x)
+        #: the slot's per-row outcome and the rows' elapsed time at its start (for inspection)
+        self.last_outcome, self.last_elapsed_s = out, x.elapsed_s.copy()
         st = out.started
         # --- constraints 7 and 8 on everything in force this slot (checked, never assumed)
         running = self.busy > 0
@@ -295,6 +298,8 @@ class DCIEnv(gym.Env):
         return admitted, dropped
 
     def _observe(self) -> dict:
+        if self.reference:
+            return self._observe_reference()
         c = self.config
         sc = self.scenario
         M, L, n1 = c.max_tasks, c.num_layers, c.num_nodes
@@ -331,6 +336,54 @@ class DCIEnv(gym.Env):
             "node_features": node_x,
             "node_links": np.clip(links, 0.0, 1.0).astype(np.float32),
             "task_features": tf.reshape(M * L, -1),
+            "layer_edges": self.layer_edges.copy(),
+            "assignment": self.layer_node.reshape(-1).copy(),
+            "task_location": self.location.copy(),
+            "task_ready": ready.astype(np.int8),
+            "carrier_free": (self.carrier_busy == 0).astype(np.int8),
+        }
+
+    def _observe_reference(self) -> dict:
+        """The observation built with plain loops over nodes, tasks and layers (the specification
+        of :meth:`_observe`, and the simple reference of ``make bench``)."""
+        c = self.config
+        sc = self.scenario
+        M, L, n1 = c.max_tasks, c.num_layers, c.num_nodes
+        free = self.free_levels()
+        snr = self._snr()
+        node_x = np.zeros((n1, len(NODE_FEATURES)), dtype=np.float32)
+        links = np.zeros((n1, n1), dtype=np.float32)
+        for n in range(n1):
+            node_x[n] = [
+                min(sc.capacity_hz[n] / c.mec_capacity_hz, 1.0), free[n] / c.share_levels,
+                self.background[n], 1.0 if n == 0 else 0.0,
+                min(max(sc.positions_m[n, 0] / c.area_m, 0.0), 1.0),
+                min(max(sc.positions_m[n, 1] / c.area_m, 0.0), 1.0),
+            ]
+            for m in range(n1):
+                if m != n and sc.link[n, m]:
+                    links[n, m] = min(math.log2(1.0 + snr[n, m]) / 32.0, 1.0)
+        wl = self.profile.workload_cycles
+        tf = np.zeros((M * L, len(TASK_FEATURES)), dtype=np.float32)
+        ready = self.ready_mask()
+        for r in range(M):
+            active = bool(self.active[r])
+            running = active and self.busy[r] > 0
+            left = c.deadline_s - (self.t - self.arrival_slot[r]) * c.slot_s if active else 0.0
+            slack = min(max(left / c.deadline_s, 0.0), 1.0) if active else 0.0
+            for layer in range(L):
+                nl = self.next_layer[r]
+                is_run = running and self.stage_first[r] <= layer < nl
+                tf[r * L + layer] = [
+                    wl[layer] / wl.max(),
+                    min(self.profile.output_bits[layer] / self.profile.input_bits, 1.0),
+                    active and layer < nl and not is_run, is_run, active and layer >= nl,
+                    active and layer == nl, slack, ready[r],
+                ]
+        return {
+            "node_features": node_x,
+            "node_links": links,
+            "task_features": tf,
             "layer_edges": self.layer_edges.copy(),
             "assignment": self.layer_node.reshape(-1).copy(),
             "task_location": self.location.copy(),

@@ -19,7 +19,7 @@ import numpy as np
 from dcicore.config import SystemConfig
 from dcicore.costs import channel_gain, transmission_rate
 
-__all__ = ["Scenario", "make_scenario", "draw_background", "draw_arrivals"]
+__all__ = ["Scenario", "make_scenario", "scenario_from", "draw_background", "draw_arrivals"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ def make_scenario(config: SystemConfig, rng: np.random.Generator) -> Scenario:
     cap = np.empty(n + 1)
     cap[0] = config.mec_capacity_hz
     cap[1:] = rng.uniform(config.ed_capacity_min_hz, config.ed_capacity_max_hz, size=n)
+    return scenario_from(config, pos, cap)
+
+
+def scenario_from(config: SystemConfig, positions_m, capacity_hz) -> Scenario:
+    """A scenario with given node positions (N+1, 2) in m and capacities (N+1,) in Hz.
+
+    Use it for hand-built instances; links and rates follow from the config's ranges and Eq 2.
+    """
+    n = config.num_devices
+    pos = np.array(positions_m, dtype=np.float64)
+    cap = np.array(capacity_hz, dtype=np.float64)
+    if pos.shape != (n + 1, 2):
+        raise ValueError(f"positions_m must have shape ({n + 1}, 2), got {pos.shape}")
+    if cap.shape != (n + 1,) or np.any(~np.isfinite(cap)) or np.any(cap <= 0):
+        raise ValueError(f"capacity_hz must be {n + 1} positive finite values, got {cap!r}")
     diff = pos[:, None, :] - pos[None, :, :]
     dist = np.sqrt((diff**2).sum(-1))
     rng_limit = np.full((n + 1, n + 1), config.d2d_range_m)

@@ -16,6 +16,9 @@ fixed order that is part of the model (modelling-choices page):
    data is.
 4. *Capacity* (constraint 8): on each node the share levels are granted in row order,
    ``granted = min(requested, levels still free)``; a task granted nothing waits this slot.
+With ``conflict_rule="fail"`` a task whose action needed rule 2, 3 or 4 (a different node or
+subcarrier, or fewer share levels than requested) fails instead (penalty P).
+
 5. *Deadline* (constraint 10): a stage that cannot end before the task's deadline fails the
    task now (penalty P); its grant is not reserved.
 
@@ -87,6 +90,7 @@ class Physics:
     rate_bps: np.ndarray  # (N+1, N+1)
     return_result: bool
     slowest_rate_bps: float
+    fail_on_conflict: bool = False
 
 
 def _empty_outcome(m: int) -> StageOutcome:
@@ -121,6 +125,7 @@ def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
     j = np.clip(a[:, 1], i, L - 1)
     # 2. a node the data cannot reach directly -> stay where the data is
     n = np.clip(a[:, 0], 0, ph.capacity_hz.size - 1)
+    repaired = ~ph.link[loc, n]
     n = np.where(ph.link[loc, n], n, loc)
     moving = n != loc
     # 3. subcarriers (constraint 7)
@@ -139,6 +144,7 @@ def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
         losers = mv[~keep]
         k = min(left.size, losers.size)
         carrier[losers[:k]] = left[:k]
+        repaired[losers] = True
         stay = losers[k:]
         n[stay] = loc[stay]
         moving[stay] = False
@@ -172,6 +178,11 @@ def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
     fits = x.elapsed_s[idx] + trans + comp <= ph.deadline_s + 1e-9
     started = ~waiting & fits
     failed = ~waiting & ~fits
+    if ph.fail_on_conflict:
+        repaired |= granted < req
+        failed = failed | repaired
+        started &= ~repaired
+        waiting &= ~repaired
 
     out.started[idx] = started
     out.failed[idx] = failed
@@ -210,19 +221,22 @@ def start_stages_reference(ph: Physics, x: SlotInputs) -> StageOutcome:
         i = int(x.next_layer[r])
         j = min(max(int(act[1]), i), L - 1)
         n = min(max(int(act[0]), 0), ph.capacity_hz.size - 1)
+        repaired = False
         if not ph.link[loc, n]:
             n = loc
+            repaired = True
         c = -1
         if n != loc:
             want = min(max(int(act[3]), 0), s_total - 1)
             if x.carrier_free[want] and want not in asked_by:
                 c = want
             asked_by.setdefault(want, r)
-        plan[r] = [loc, i, j, n, c]
+            repaired = repaired or c < 0
+        plan[r] = [loc, i, j, n, c, repaired]
     # pass 2: movers that did not keep their choice take the lowest free subcarriers left
     taken = {p[4] for p in plan.values() if p[4] >= 0}
     for r in rows:
-        loc, i, j, n, c = plan[r]
+        loc, i, j, n, c, _ = plan[r]
         if n != loc and c < 0:
             free = [s for s in range(s_total) if x.carrier_free[s] and s not in taken]
             if free:
@@ -233,12 +247,15 @@ def start_stages_reference(ph: Physics, x: SlotInputs) -> StageOutcome:
     # pass 3: capacity, then durations and the deadline
     left = {k: int(v) for k, v in enumerate(x.free_levels)}
     for r in rows:
-        loc, i, j, n, c = plan[r]
+        loc, i, j, n, c, repaired = plan[r]
         req = min(max(int(x.action[r][2]) + 1, 1), ph.share_levels)
         granted = max(0, min(req, left[n]))
         left[n] = max(0, left[n] - req)
         out.first_layer[r] = i
         out.end_layer[r] = j
+        if ph.fail_on_conflict and (repaired or granted < req):
+            out.failed[r] = True
+            continue
         if granted == 0:
             out.waiting[r] = True
             continue
