@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.ipynb"))
 PEAK_LIMIT_MB = 2048  # Binder's memory limit
 TOTAL_LIMIT_S = 600  # all notebooks together, quick budget
 METRICS = {}

@@ -1,0 +1,167 @@
+"""The points the paper leaves open: what we chose, where it lives, and why.
+
+Rendered by the book's appendix "Modelling choices" (``book/modelling-choices.ipynb``), which
+reads the *current* default of every named setting from code, so the page cannot drift from the
+package. A test checks that every ``SystemConfig`` field marked *open* appears here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, fields
+
+__all__ = ["Choice", "CHOICES", "current_value", "choices_table"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One open point: ``settings`` are ``"Class.field"`` names (or a module path for rules)."""
+
+    point: str
+    settings: tuple
+    reason: str
+
+
+CHOICES = (
+    Choice(
+        "Slot semantics",
+        ("SystemConfig.slot_s", "SystemConfig.episode_slots"),
+        "A slot is a fixed-length decision epoch. Every ready task receives one action per slot; a "
+        "stage (one block on one node) holds its share for ceil(duration / slot) slots, so "
+        "long stages congest a node as they would in reality. 0.5 s gives six decisions within "
+        "the 3 s deadline; 40 slots (20 s) let several waves of tasks interact.",
+    ),
+    Choice(
+        "Deadline accounting (constraint 10)",
+        ("dcicore.schedule",),
+        "A task's clock runs from its arrival, including slot alignment and waiting, so a stage "
+        "must end by arrival + T. This is stricter than summing only compute and transmission "
+        "delays, but a deadline a task can exceed by waiting would not be a deadline. A stage "
+        "that cannot end in time fails the task at once (penalty P, no resources held).",
+    ),
+    Choice(
+        "Task arrival rate",
+        ("SystemConfig.arrival_rate_hz", "SystemConfig.max_tasks_per_device"),
+        "0.5 tasks/s per ED loads the MEC lightly at N = 10 and beyond its capacity at N = 50 "
+        "(each task needs about 0.25 GHz for 3 s), which is what makes EC's completion rate "
+        "fall with N as in Fig 7. An ED holds at most 3 tasks; more are dropped and counted as "
+        "failures, which keeps the observation a fixed size.",
+    ),
+    Choice(
+        "Number of subcarriers S",
+        ("SystemConfig.num_subcarriers",),
+        "10 subcarriers of 2 MHz. Few enough that constraint 7 binds when many tasks move at "
+        "once at N = 50, enough that single transfers take tens of milliseconds.",
+    ),
+    Choice(
+        "Node placement and distances",
+        ("SystemConfig.area_m", "SystemConfig.min_distance_m"),
+        "EDs uniform in a 500 m square with the MEC at its centre; positions are redrawn at every "
+        "reset. Distances are floored at 10 m so that g = d^-4 stays finite.",
+    ),
+    Choice(
+        "Which links exist",
+        ("SystemConfig.mec_range_m", "SystemConfig.d2d_range_m"),
+        "An ED reaches the MEC within 250 m (the square's corners, about a fifth of the area, are "
+        "out of reach: the paper's 'connection constraints' on EC) and another ED within 150 m, "
+        "so an out-of-reach ED can still collaborate through neighbours.",
+    ),
+    Choice(
+        "Units of Eq 4 and the MEC's energy",
+        ("SystemConfig.mec_k0", "SystemConfig.k0"),
+        "r is in Hz, so E = k0 C r^2 is the usual dynamic-power model. The MEC's energy is "
+        "charged with the same k0: its compute is not free, and at full share (10 GHz) a whole "
+        "task would cost ~10^2 J, so the scheduler must learn to run tasks just fast enough. "
+        "Set mec_k0 = 0 to model a grid-powered server whose energy is not counted.",
+    ),
+    Choice(
+        "Failure penalty P",
+        ("SystemConfig.penalty",),
+        "10 cost units, about ten times the cost of a well-run task (~1: 0.47 J and 3 s at the "
+        "cheapest feasible rate), so a failure always outweighs the energy and delay it saves, "
+        "as Sec 3.3 asks.",
+    ),
+    Choice(
+        "Background load",
+        ("SystemConfig.background_load_max", "SystemConfig.mec_background_load_max"),
+        "Every slot each ED loses U[0, 0.5] of its capacity to its own work and the MEC "
+        "U[0, 0.2] to other users, independently. This is what makes the available resources "
+        "change from slot to slot (Fig 5).",
+    ),
+    Choice(
+        "Conflicts on subcarriers (7) and capacity (8)",
+        ("SystemConfig.conflict_rule", "dcicore.schedule"),
+        "Repair by default, in a fixed row order: unreachable node -> stay; taken subcarrier -> "
+        "lowest free one, or stay; too large a share -> what is free, or wait. Repair keeps every "
+        "action of the MultiDiscrete space legal and lets the heuristics and agents share one "
+        "environment; masks (env.action_masks) let agents avoid repairs. 'fail' penalises instead.",
+    ),
+    Choice(
+        "Whether the result returns to the source ED",
+        ("SystemConfig.return_result",),
+        "No by default: the paper charges no return transfer and the result is 9 values (576 "
+        "bits), microseconds on any link.",
+    ),
+    Choice(
+        "conv3's workload",
+        ("SystemConfig.conv3_rule",),
+        "The paper prints 64*16*64*17 but its own rule gives 64*16*16*64*17; we follow the rule "
+        "(every other conv layer obeys it; the printed value drops a factor 16).",
+    ),
+    Choice(
+        "The Random baseline's 'OC'",
+        ("dcicore.baselines.RandomOffloading",),
+        "Read as offloading the whole task to the MEC: each task picks LC or EC with probability "
+        "1/2.",
+    ),
+    Choice(
+        "Shares chosen by the heuristics",
+        ("dcicore.baselines.deadline_level",),
+        "LC, EC, Random and Greedy give a task the smallest share that still meets its deadline. "
+        "By Eq 4 energy grows with r^2, so this is the cheapest feasible choice; giving 100 % "
+        "would handicap the baselines.",
+    ),
+    Choice(
+        "Aggregation of system cost and completion rate",
+        ("dcicore.baselines.evaluate",),
+        "System cost = mean over episodes of the summed Eq 6 cost of all stages plus P per "
+        "failure (the negative return). Completion rate = completed / (completed + failed) over "
+        "all episodes; tasks still running when an episode ends are not counted.",
+    ),
+)
+
+
+def current_value(setting: str):
+    """The current default of ``"Class.field"`` (from dcicore.config or dcicore.budgets), or
+    ``None`` for rules that live in a module rather than a field."""
+    if "." not in setting or setting.startswith("dcicore."):
+        return None
+    cls_name, field = setting.split(".", 1)
+    for module in ("dcicore.config", "dcicore.budgets"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        cls = getattr(mod, cls_name, None)
+        if cls is not None:
+            for f in fields(cls):
+                if f.name == field:
+                    return f.default
+    raise KeyError(f"unknown setting {setting!r}")
+
+
+def choices_table() -> list:
+    """Rows (point, setting, value, reason) for the modelling-choices page."""
+    rows = []
+    for ch in CHOICES:
+        for k, s in enumerate(ch.settings):
+            val = current_value(s)
+            rows.append(
+                {
+                    "point": ch.point if k == 0 else "",
+                    "setting": s,
+                    "value": "(rule)" if val is None else repr(val),
+                    "reason": ch.reason if k == 0 else "",
+                }
+            )
+    return rows
