@@ -1,6 +1,6 @@
 """Plotly figures for the chapters, and the renderer that gets them into the book.
 
-Explained in: the landing page of the book (``book/index.md``, "How to run it") and used by every
+Explained in: the landing page of the book (``book/index.md``, "How to run it"); used by every
 chapter notebook.
 
 Why a renderer at all
@@ -8,25 +8,29 @@ Why a renderer at all
 Plotly ≥ 6 shows a figure in Jupyter as the MIME type ``application/vnd.plotly.v1+json`` only.
 JupyterLab draws that with plotly's lab extension, but Jupyter Book (myst-nb) cannot: it drops the
 output with the warning ``mystnb.unknown_mime_type`` and the figure is missing from the HTML page.
-The ``"notebook"`` renderer emits ``text/html`` instead, with plotly.js embedded once per notebook
-(in the output of the first figure), so the page also works offline.
+An HTML renderer fixes that. :func:`use_book_renderer` sets one up, in one of two forms:
 
-Plotly's own ``"notebook"`` renderer adds, to every figure, a ``<script>`` that loads MathJax from
-a CDN. On a book page that is a failed network request when offline, and a second MathJax on a
-page that already has Sphinx's. :func:`use_book_renderer` therefore re-registers ``"notebook"``
-as the same renderer without that script. Consequence for authors: do not put LaTeX (``$...$``)
-in plotly titles, axis labels or hover text; write Unicode and HTML tags instead, e.g.
-``"ω<sub>e</sub>"`` or ``"delay (s)"``.
+- **During the book build** (the book's Sphinx extension ``book/_ext/dci_book.py`` sets
+  ``DCI_BOOK_BUILD=1``, and the kernels inherit it): each figure is a ``<div>`` plus its
+  ``Plotly.newPlot`` script, without plotly.js; the extension serves plotly.js once, as a static
+  file loaded by every page that has a figure. Pages stay small and work offline.
+- **Anywhere else** (JupyterLab, nbval, Binder): plotly's ``"notebook"`` renderer, which embeds
+  plotly.js in the notebook once, in the output of the first figure shown.
+
+In both forms plotly's per-figure ``<script>`` that loads MathJax from a CDN is left out: offline
+it is a failed request, and on a book page it would start a second MathJax next to Sphinx's.
+Consequence for authors: no LaTeX (``$...$``) in plotly titles, axis labels or hover text; write
+Unicode and HTML tags instead, e.g. ``"ω<sub>e</sub>"`` or ``"delay (s)"``.
 
 Rules for chapter authors
 -------------------------
 - Call :func:`use_book_renderer` in the notebook's first code cell (after ``import dcicore``).
-- The first figure a notebook shows also carries plotly.js; never give that cell the tag
-  ``remove-output`` or ``remove-cell`` (``remove-input`` and ``hide-input`` are fine), or every
-  later figure on the page fails to draw. The book's browser test (``tests/test_book_browser.py``)
-  catches this.
+- Use ``plotly.graph_objects.Figure`` (not ``FigureWidget``, which needs a live kernel) and let the
+  cell show it (last expression, or ``fig.show()``).
 - The environment variable ``PLOTLY_RENDERER`` wins: when it is set (``make book`` sets it to
-  ``notebook``), its value is used as given.
+  ``notebook``), its value names the renderer; ``"notebook"`` means the form chosen above.
+- ``tests/test_book_browser.py`` opens every page in headless chromium and fails on a figure
+  that did not draw.
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ import os
 import plotly.io as pio
 from plotly.io._base_renderers import NotebookRenderer
 
-__all__ = ["use_book_renderer"]
+__all__ = ["use_book_renderer", "BOOK_BUILD_ENV_VAR"]
+
+#: Set to "1" by the book's Sphinx extension while the book builds (see book/_ext/dci_book.py).
+BOOK_BUILD_ENV_VAR = "DCI_BOOK_BUILD"
 
 
 class _OfflineNotebookRenderer(NotebookRenderer):
     """Plotly's ``"notebook"`` renderer minus its per-figure MathJax CDN ``<script>``.
 
-    Output: ``{"text/html": "<div>…</div>"}``; plotly.js itself comes from :meth:`activate`
+    Output: ``{"text/html": "<div>…</div>"}``. plotly.js itself comes from :meth:`activate`
     (inherited), which embeds it once per kernel session.
     """
 
@@ -52,7 +59,7 @@ class _OfflineNotebookRenderer(NotebookRenderer):
             config=self.config,
             auto_play=self.auto_play,
             include_plotlyjs=self.include_plotlyjs,
-            include_mathjax=False,  # NOTE: the whole point of this class
+            include_mathjax=False,  # NOTE: the point of this class
             post_script=self.post_script,
             full_html=False,
             animation_opts=self.animation_opts,
@@ -63,13 +70,22 @@ class _OfflineNotebookRenderer(NotebookRenderer):
         return {"text/html": html}
 
 
+class _BookPageRenderer(_OfflineNotebookRenderer):
+    """The same ``<div>`` without ever embedding plotly.js: the book page loads it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.global_init = False  # NOTE: no plotly.js in the notebook; see book/_ext/dci_book.py
+
+
 def use_book_renderer() -> None:
     """Make plotly figures reach the book's HTML pages and work offline.
 
-    Sets ``plotly.io.renderers.default = "notebook"`` (plotly.js embedded once per notebook,
-    emitted as ``text/html``), unless the environment variable ``PLOTLY_RENDERER`` is set, in
-    which case that value is kept. Either way the name ``"notebook"`` is re-registered as
-    :class:`_OfflineNotebookRenderer`, which loads nothing from a CDN.
+    Registers the name ``"notebook"`` as the right HTML renderer for where the code runs (see the
+    module docstring: a bare ``<div>`` while the book builds, plotly's notebook renderer with
+    plotly.js embedded elsewhere; never a CDN) and sets
+    ``plotly.io.renderers.default = "notebook"``, unless the environment variable
+    ``PLOTLY_RENDERER`` is set, in which case its value is kept.
 
     Call it in the first code cell of every chapter notebook::
 
@@ -77,14 +93,16 @@ def use_book_renderer() -> None:
         from dcicore.plots import use_book_renderer
         use_book_renderer()
 
-    Note: in JupyterLab the ``"notebook"`` renderer also works (the notebook must be trusted,
-    which it is once executed there). Set ``PLOTLY_RENDERER=plotly_mimetype`` before starting
-    Jupyter to get plotly's lab extension instead; the book build must not use that.
+    Note: in JupyterLab the ``"notebook"`` renderer works once the notebook is trusted (it is
+    after you run it). Set ``PLOTLY_RENDERER=plotly_mimetype`` before starting Jupyter to use
+    plotly's lab extension instead; the book build must not use that.
 
-    It returns nothing (so that a notebook cell ending with the call prints nothing); read
+    It returns nothing (so that a cell ending with the call prints nothing); read
     ``plotly.io.renderers.default`` for the name in force.
     """
-    pio.renderers["notebook"] = _OfflineNotebookRenderer()
-    name = os.environ.get("PLOTLY_RENDERER") or "notebook"
+    if os.environ.get(BOOK_BUILD_ENV_VAR) == "1":
+        pio.renderers["notebook"] = _BookPageRenderer()
+    else:
+        pio.renderers["notebook"] = _OfflineNotebookRenderer()
     # Re-resolve the names so that "notebook" points to the renderer just registered.
-    pio.renderers.default = name
+    pio.renderers.default = os.environ.get("PLOTLY_RENDERER") or "notebook"
