@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	DCI_BUDGET=$${DCI_BUDGET:-quick} PLOTLY_RENDERER=notebook $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	DCI_BUDGET=$${DCI_BUDGET:-default} PLOTLY_RENDERER=notebook $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q
