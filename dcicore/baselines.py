@@ -126,16 +126,28 @@ def random_offloading(env) -> np.ndarray:  # pragma: no cover - convenience, uns
 
 
 def greedy(env) -> np.ndarray:
-    """Greedy: per task and slot, the (node, block, share, subcarrier) of least marginal cost
+    """Greedy: per task and slot, the (node, block, share, subcarrier) of least estimated cost
     that still meets the deadline.
 
-    Candidates are every reachable node n and every block end j. A block [i:j] gets a time
-    budget proportional to its share of the task's remaining cycles (the rest of the time is
-    left for the layers after it); its share is the smallest level meeting that budget. The
-    marginal cost is the stage's own Eq 6 cost plus the cost of finishing the remaining layers
-    on n at the same rate (a look-ahead, so that stopping early is not free). Tasks are served in
-    row order and each grant is subtracted from the node's free share before the next task
-    chooses, so the plan respects constraints 7 and 8 without repair.
+    Candidates are every node n the task's data can reach (with a free share level, and a free
+    subcarrier if the data must move), every block end j and every share level s up to n's free
+    levels. A candidate must end before the deadline. Its score is its own Eq 6 cost plus a
+    look-ahead: the cheapest way to finish the layers after j in one more block, either on n or
+    on a node n' that n reaches (paying the transmission), at the cheapest share level that ends
+    in the time left once this stage's whole slots are over (slots are whole: a short block
+    holds its node until the slot ends, and that time is lost to the rest). A candidate whose
+    rest cannot meet the deadline anywhere is dropped. The look-ahead's cheapest level has a
+    closed form (``finish_cost`` below); it may use only the levels of n' that are not held, at
+    the slot the rest would start, by the stages already running (the env's busy counters) or
+    granted earlier in this slot (the node's current capacity after background load is taken as
+    its future capacity). It assumes a subcarrier will be free; it does not plan for tasks that
+    have not chosen yet.
+
+    Tasks are served in row order and each grant is subtracted from the node's free levels (and
+    each subcarrier from the free ones) before the next task chooses, so the actions respect
+    constraints 7 and 8 and need no repair. A task with no candidate (nothing meets the deadline)
+    asks for its own node's free levels on all its layers (it will fail, or wait if that node is
+    full).
     """
     c = env.config
     ph = env.physics
@@ -145,49 +157,92 @@ def greedy(env) -> np.ndarray:
         return a
     free = env.free_levels().astype(np.int64)
     carriers = list(np.flatnonzero(env.carrier_busy == 0))
-    n1, L = c.num_nodes, c.num_layers
-    nodes = np.arange(n1)
+    L, lv = c.num_layers, c.share_levels
     ends = np.arange(L)
-    time_left = env.time_left_s()
+    levels = np.arange(1, lv + 1)
+    max_busy = max(1, int(np.ceil(c.deadline_s / c.slot_s - 1e-9)))
+    b_slots = np.arange(1, max_busy + 1)
+    elapsed = (env.t - env.arrival_slot) * c.slot_s  # as the env computes it
+    total_cycles = ph.cum_cycles[L]
+    w_trans = c.w_energy * c.tx_power_w + c.w_delay  # cost of one second of transmission
+    # held[n, k]: levels held on node n in slot t + k by running stages (and, below, by this
+    # slot's grants); base: what each node offers before any stage holds a level
+    running = env.busy > 0
+    held = np.zeros((ph.capacity_hz.size, max_busy + 1))
+    np.add.at(held, env.stage_node[running],
+              env.stage_level[running][:, None] * (np.arange(max_busy + 1)[None, :] < env.busy[running][:, None]))
+    base = free + held[:, 0]
+
+    def finish_cost(rest_cycles, cap_hz, k0, time_s, max_level):
+        """Cheapest Eq 6 cost of running ``rest_cycles`` in one block on a node of capacity
+        ``cap_hz`` within ``time_s`` at ≤ ``max_level`` levels (Greedy's look-ahead); 0 where
+        nothing is left, inf where even ``max_level`` is too slow. Broadcasts over arrays.
+
+        The cost per cycle ω_e·k0·r² + ω_d/r is convex in the rate r with its minimum at
+        r* = (ω_d / (2·ω_e·k0))^(1/3); so the best level is the larger of the deadline level and
+        the integer level next to r* (the better of floor and ceil).
+        """
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            need = np.ceil(lv * rest_cycles / (cap_hz * time_s) - 1e-9)
+            if c.w_energy > 0:
+                s_star = np.where(k0 > 0, (c.w_delay / (2.0 * c.w_energy * k0)) ** (1.0 / 3.0), np.inf) * lv / cap_hz
+            else:
+                s_star = np.full(np.shape(cap_hz), np.inf)
+            best = np.inf
+            for s_int in (np.floor(s_star), np.ceil(s_star)):
+                s = np.clip(np.maximum(s_int, need), 1, np.maximum(max_level, 1))
+                r = s / lv * cap_hz
+                best = np.minimum(best, c.w_energy * k0 * rest_cycles * r**2 + c.w_delay * rest_cycles / r)
+        feasible = (time_s > 0) & (need <= max_level)
+        return np.where(rest_cycles <= 0, 0.0, np.where(feasible, best, np.inf))
+
     for r in rows:
         i = int(env.next_layer[r])
         loc = int(env.location[r])
-        budget = time_left[r]
-        cyc_rest = ph.cum_cycles[L] - ph.cum_cycles[i]
-        cyc = ph.cum_cycles[ends + 1] - ph.cum_cycles[i]  # (L,) for blocks i..j
-        valid_j = ends >= i
-        moving = nodes != loc
-        reach = ph.link[loc] & ((free > 0) | ~moving) & (free > 0)
+        nodes = np.flatnonzero(ph.link[loc] & (free > 0))
         if not carriers:
-            reach &= ~moving
-        rate = np.where(moving, ph.rate_bps[loc], 1.0)
-        trans = np.where(moving, ph.in_bits[i] / np.where(rate > 0, rate, 1.0), 0.0)  # (n1,)
-        frac = np.where(valid_j, cyc / cyc_rest, 1.0)
-        # time for the block: its share of the time left after the transmission
-        t_block = (budget - trans)[:, None] * frac[None, :]  # (n1, L)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.ceil(c.share_levels * cyc[None, :] / (ph.capacity_hz[:, None] * t_block) - 1e-9)
-        ok = reach[:, None] & valid_j[None, :] & (t_block > 0) & (need <= free[:, None]) & (need >= 0)
-        need = np.clip(need, 1, c.share_levels)
-        share_hz = need / c.share_levels * ph.capacity_hz[:, None]
-        comp = cyc[None, :] / share_hz
-        # slots are whole: the next stage starts at a slot boundary
-        busy = np.maximum(1, np.ceil((trans[:, None] + comp) / c.slot_s - 1e-9))
-        last = ends[None, :] == L - 1
-        ok &= np.where(last, trans[:, None] + comp <= budget + 1e-9, busy * c.slot_s < budget)
-        energy = ph.k0_node[:, None] * cyc[None, :] * share_hz**2 + c.tx_power_w * trans[:, None]
-        rest = cyc_rest - cyc[None, :]
-        energy_rest = ph.k0_node[:, None] * rest * share_hz**2
-        delay = trans[:, None] + comp + rest / share_hz
-        cost = c.w_energy * (energy + energy_rest) + c.w_delay * delay
-        cost = np.where(ok, cost, np.inf)
-        k = int(np.argmin(cost))
-        n, j = divmod(k, L)
-        if not np.isfinite(cost[n, j]):
-            # nothing meets the deadline: run locally at full free share (it will likely fail)
-            n, j, lvl = loc, L - 1, max(int(free[loc]), 1)
-        else:
-            lvl = int(need[n, j])
+            nodes = nodes[nodes == loc]
+        best = None
+        if nodes.size:
+            moving = nodes != loc
+            rate = np.where(moving, ph.rate_bps[loc, nodes], 1.0)
+            trans = np.where(moving, ph.in_bits[i] / rate, 0.0)[:, None, None]  # (n, 1, 1)
+            cap = ph.capacity_hz[nodes][:, None, None]
+            k0 = ph.k0_node[nodes][:, None, None]
+            jj = np.maximum(ends, i)
+            cyc = (ph.cum_cycles[jj + 1] - ph.cum_cycles[i])[None, :, None]  # (1, L, 1)
+            share_hz = levels[None, None, :] / lv * cap  # (n, 1, lv)
+            comp = cyc / share_hz  # (n, L, lv)
+            fits = elapsed[r] + trans + comp <= c.deadline_s + 1e-9
+            ok = fits & (ends >= i)[None, :, None] & (levels[None, None, :] <= free[nodes][:, None, None])
+            busy = np.maximum(1, np.ceil((trans + comp) / c.slot_s - 1e-9)).astype(np.int64)
+            cost = c.w_energy * (k0 * cyc * share_hz**2 + c.tx_power_w * trans) + c.w_delay * (comp + trans)
+            # look-ahead table: finish the layers after j, on n or on a node n' it reaches,
+            # when the stage held b whole slots; shape (n, L, B)
+            rest = total_cycles - ph.cum_cycles[jj + 1]  # (L,)
+            time_rest = c.deadline_s - elapsed[r] - b_slots * c.slot_s  # (B,)
+            tgt = np.flatnonzero(ph.link[nodes].any(0))  # every n' some candidate reaches
+            hop = ph.link[nodes][:, tgt]  # n reaches n' (the diagonal: staying)
+            rate2 = np.where(nodes[:, None] != tgt[None, :], np.where(hop, ph.rate_bps[nodes][:, tgt], 1.0), np.inf)
+            t_move = ph.in_bits[np.minimum(jj + 1, L - 1)][None, None, :] / rate2[:, :, None]  # (n, n', L)
+            avail = np.minimum(base[tgt][:, None] - held[tgt, 1:], lv)  # (n', B): levels free at t + b
+            fin = finish_cost(
+                rest[None, None, :, None], ph.capacity_hz[tgt][None, :, None, None],
+                ph.k0_node[tgt][None, :, None, None], time_rest[None, None, None, :] - t_move[..., None],
+                avail[None, :, None, :],
+            ) + w_trans * t_move[..., None]  # (n, n', L, B)
+            fin = np.where(hop[:, :, None, None], fin, np.inf).min(axis=1)  # (n, L, B)
+            look = np.take_along_axis(fin, np.minimum(busy, max_busy) - 1, axis=2)
+            cost = np.where(ok, cost + look, np.inf)
+            k = int(np.argmin(cost))
+            if np.isfinite(cost.flat[k]):
+                ni, j, si = np.unravel_index(k, cost.shape)
+                best = int(nodes[ni]), int(j), int(levels[si])
+                held[best[0], : busy[ni, j, si]] += best[2]
+        if best is None:
+            # nothing meets the deadline: ask for the own node's free levels (it will fail)
+            best = loc, L - 1, max(int(free[loc]), 1)
+        n, j, lvl = best
         a[r, 0], a[r, 1], a[r, 2] = n, j, lvl - 1
         if n != loc and carriers:
             a[r, 3] = carriers.pop(0)
