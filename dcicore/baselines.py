@@ -7,10 +7,13 @@ A *policy* is any callable ``policy(env) -> action`` (or an object with ``act(en
 reads the unwrapped :class:`~dcicore.env.DCIEnv` after ``reset``/``step`` and returns an
 (M, 4) integer action. The heuristics choose shares the same way, so none is handicapped:
 
-* **share rule** — the smallest share level that still lets the task's remaining layers end
-  before its deadline on the chosen node (:func:`deadline_level`). Eq 4 makes energy grow with
-  r², so running just fast enough is the cheapest way to meet the deadline; giving a task
-  100 % would cost up to 10² J on the MEC.
+* **share rule** (LC, EC, Random) — the cheapest share level that still lets the task's
+  remaining layers end before its deadline on the chosen node (:func:`cheapest_level`). The cost
+  per cycle ω_e·k0·r² + ω_d/r (Eqs 1, 4, 6) is convex in the rate r with its minimum at
+  r* = (ω_d / (2·ω_e·k0))^(1/3) ≈ 0.232 GHz, so the best level is the larger of the deadline
+  level and the level next to r*. With the paper's numbers a whole task needs C/T ≈ 0.248 GHz
+  > r*, so in practice this is "run just fast enough"; giving a task 100 % would cost up to
+  10² J on the MEC. Greedy searches the levels itself (see :func:`greedy`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "random_offloading",
     "greedy",
     "deadline_level",
+    "cheapest_level",
     "POLICIES",
     "make_policy",
     "evaluate",
@@ -66,6 +70,36 @@ def deadline_level(env, rows, nodes, last_layer=None, time_budget_s=None):
     return level, feasible
 
 
+def cheapest_level(env, rows, nodes):
+    """Cheapest share level that still meets the deadline for running all remaining layers of
+    ``rows`` on ``nodes``: the cost per cycle ω_e·k0·r² + ω_d/r is convex in r, so the optimum
+    over the integer levels in [deadline level, max(deadline level, free levels)] is one of the
+    deadline level, floor(s*) and ceil(s*), where s* is the level of r* = (ω_d/(2ω_e k0))^(1/3).
+
+    Returns ``(level, feasible)`` like :func:`deadline_level`.
+    """
+    c = env.config
+    ph = env.physics
+    nodes = np.asarray(nodes, dtype=np.int64)
+    need, feasible = deadline_level(env, rows, nodes)
+    lv = c.share_levels
+    cap = ph.capacity_hz[nodes]
+    k0 = ph.k0_node[nodes]
+    upper = np.maximum(need, np.minimum(env.free_levels()[nodes], lv))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r_star = np.where((k0 > 0) & (c.w_energy > 0), (c.w_delay / (2.0 * c.w_energy * k0)) ** (1 / 3), np.inf)
+        s_star = r_star * lv / cap
+        best, best_cost = need.copy(), np.full(need.shape, np.inf)
+        for cand in (need, np.floor(s_star), np.ceil(s_star)):
+            s = np.clip(np.nan_to_num(cand, posinf=lv), need, upper).astype(np.int64)
+            r = s / lv * cap
+            cost = c.w_energy * k0 * r**2 + c.w_delay / r
+            better = cost < best_cost - 1e-15
+            best = np.where(better, s, best)
+            best_cost = np.where(better, cost, best_cost)
+    return np.where(feasible, best, need), feasible
+
+
 def _action(env, rows, nodes, ends, levels, carriers=None):
     c = env.config
     a = np.zeros((env.num_rows, 4), dtype=np.int64)
@@ -84,28 +118,28 @@ def _action(env, rows, nodes, ends, levels, carriers=None):
 
 
 def local_computing(env) -> np.ndarray:
-    """LC: every task runs all its layers on its source ED, at the deadline share."""
+    """LC: every task runs all its layers on its source ED, at the cheapest feasible share."""
     rows = _ready_rows(env)
     nodes = env.location[rows]
-    level, _ = deadline_level(env, rows, nodes)
+    level, _ = cheapest_level(env, rows, nodes)
     return _action(env, rows, nodes, env.config.num_layers - 1, level)
 
 
 def edge_computing(env) -> np.ndarray:
-    """EC: every task is sent whole to the MEC server (node 0), at the deadline share.
+    """EC: every task is sent whole to the MEC server (node 0), at the cheapest feasible share.
 
     A task whose ED cannot reach the MEC is repaired by the environment to run locally, as an
     ED out of range has no other choice under EC.
     """
     rows = _ready_rows(env)
     nodes = np.zeros(rows.size, dtype=np.int64)
-    level, _ = deadline_level(env, rows, nodes)
+    level, _ = cheapest_level(env, rows, nodes)
     return _action(env, rows, nodes, env.config.num_layers - 1, level)
 
 
 class RandomOffloading:
     """Random: each task picks LC or EC with probability 1/2 (the paper's "LC or OC", read as
-    offloading to the MEC), at the deadline share. Seeded by ``evaluate``."""
+    offloading to the MEC), at the cheapest feasible share. Seeded by ``evaluate``."""
 
     def __init__(self, seed=None):
         self.rng = np.random.default_rng(seed)
@@ -117,7 +151,7 @@ class RandomOffloading:
         rows = _ready_rows(env)
         to_mec = self.rng.random(rows.size) < 0.5
         nodes = np.where(to_mec, 0, env.location[rows])
-        level, _ = deadline_level(env, rows, nodes)
+        level, _ = cheapest_level(env, rows, nodes)
         return _action(env, rows, nodes, env.config.num_layers - 1, level)
 
 

@@ -116,10 +116,12 @@ CHOICES = (
     ),
     Choice(
         "Shares chosen by the heuristics",
-        ("dcicore.baselines.deadline_level",),
-        "LC, EC, Random and Greedy give a task the smallest share that still meets its deadline. "
-        "By Eq 4 energy grows with r^2, so this is the cheapest feasible choice; giving 100 % "
-        "would handicap the baselines.",
+        ("dcicore.baselines.cheapest_level", "dcicore.baselines.greedy"),
+        "LC, EC and Random give a task the cheapest share that still meets its deadline: the "
+        "larger of the deadline share and the share nearest r* = (w_d / (2 w_e k0))^(1/3) "
+        "(~0.232 GHz), where the cost per cycle is lowest. A whole task needs ~0.248 GHz to "
+        "finish in 3 s, so in practice they run just fast enough. Greedy searches every node, "
+        "block end and share level with a look-ahead. Giving 100 % would handicap the baselines.",
     ),
     Choice(
         "Aggregation of system cost and completion rate",
