@@ -1,12 +1,12 @@
 """Agent hyper-parameters and training budgets: ``AgentConfig``, ``BudgetConfig``, ``budget()``.
 
-Explained in the book's chapters "CERL: evolving Q-networks" and "Training and results"; every
-value the paper leaves open is listed, with its reason, on ``book/modelling-choices.md``.
+Explained in the book's chapters "CERL: evolution meets Q-learning" and "Training and results";
+every value the paper leaves open is listed, with its reason, on the book's modelling-choices page.
 
 One switch scales every run in the book: the environment variable ``DCI_BUDGET``
 
-* ``quick``   — seconds per run: tests and CI (small population, few epochs, N = 5 friendly);
-* ``default`` — minutes per run: what the book build executes;
+* ``quick``   — seconds per run: tests and CI (k = 10, J = 32, GCN widths 32/64/64, 6 epochs);
+* ``default`` — minutes per run: what the book build executes (k = 20, the paper's networks);
 * ``full``    — the paper's scale: k = 50, J = 64, ~200 epochs (hours at N = 50).
 
 Notebooks call :func:`budget_from_env` and never hard-code epochs.
@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from dcicore.config import check_range
 
-__all__ = ["AgentConfig", "BudgetConfig", "budget", "budget_from_env", "BUDGETS", "DEPLOY_CHOICES"]
+__all__ = ["AgentConfig", "BudgetConfig", "budget", "budget_from_env", "with_agent", "BUDGETS",
+           "DEPLOY_CHOICES"]
 
 #: how CERL picks the policy it deploys (see :class:`AgentConfig.deploy`)
 DEPLOY_CHOICES = ("rl", "elite", "best")
@@ -50,7 +51,7 @@ class AgentConfig:
     buffer_size: int = 20_000
     """Capacity of the replay buffer D, in transitions. *open*"""
     reward_scale: float = 0.1
-    """Rewards (Eq 13, cost units) are multiplied by this before learning; Q-values are in scaled units. *open*"""
+    """Rewards (Eq 13, cost units) are multiplied by this before learning (Q in scaled units). *open*"""
     eps_start: float = 1.0
     """ε-greedy exploration of the RL agent at its first step (Alg 1 line 10). *open*"""
     eps_end: float = 0.05
@@ -132,7 +133,8 @@ class AgentConfig:
         check_range("rl_updates_per_generation", self.rl_updates_per_generation, 0, None, integer=True)
         check_range("elite_steps_per_generation", self.elite_steps_per_generation, 0, None, integer=True)
         if self.deploy not in DEPLOY_CHOICES:
-            raise ValueError(f"deploy must be one of {', '.join(map(repr, DEPLOY_CHOICES))}, got {self.deploy!r}")
+            allowed = ", ".join(map(repr, DEPLOY_CHOICES))
+            raise ValueError(f"deploy must be one of {allowed}, got {self.deploy!r}")
         check_range("select_episodes", self.select_episodes, 1, None, integer=True)
 
     @property
@@ -157,6 +159,10 @@ class BudgetConfig:
     """First seed of the evaluation episodes; the same for every epoch, method and run."""
     checkpoint_every: int = 10
     """Epochs between checkpoints (when a checkpoint directory is given)."""
+    torch_threads: int = 1
+    """Intra-op threads torch uses during training (0 = leave torch's setting). The networks are
+    small: one thread avoids the spin-waiting that makes many small ops 10-50× slower on a
+    shared or busy CPU; a large machine at N = 50 may gain from more."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The agent hyper-parameters used at this scale."""
 
@@ -168,6 +174,7 @@ class BudgetConfig:
         check_range("eval_episodes", self.eval_episodes, 1, None, integer=True)
         check_range("eval_seed", self.eval_seed, 0, 2**31 - 1, integer=True)
         check_range("checkpoint_every", self.checkpoint_every, 1, None, integer=True)
+        check_range("torch_threads", self.torch_threads, 0, 1024, integer=True)
         if not isinstance(self.agent, AgentConfig):
             raise ValueError(f"agent must be an AgentConfig, got {type(self.agent).__name__}")
 
@@ -177,6 +184,7 @@ class BudgetConfig:
 
 
 def _quick() -> BudgetConfig:
+    # smaller networks and population than the paper's so that a run takes seconds on a CI core
     agent = AgentConfig(population_size=10, fitness_batch=32, batch_size=32, hidden=(32, 64, 64),
                         eps_decay_steps=600, learning_starts=100, target_update_every=50,
                         buffer_size=5_000, select_episodes=1)
@@ -191,7 +199,8 @@ def _default() -> BudgetConfig:
 
 
 def _full() -> BudgetConfig:
-    agent = AgentConfig(population_size=50, eps_decay_steps=4_000, buffer_size=50_000)
+    # 200 epochs x (40 RL + 40 elite) slots = 16 000 transitions: the default 20 000 keeps them all
+    agent = AgentConfig(population_size=50, eps_decay_steps=4_000)
     return BudgetConfig(name="full", epochs=200, episodes_per_epoch=1, eval_episodes=5,
                         checkpoint_every=10, agent=agent)
 

@@ -1,6 +1,6 @@
 """The cross-entropy method (CEM) of Sec 4.1, as an ask/tell loop with explicit state.
 
-Explained in the book's chapter "CERL: evolving Q-networks"; used by :mod:`dcicore.cerl`.
+Explained in the book's chapter "CERL: evolution meets Q-learning"; used by :mod:`dcicore.cerl`.
 
 The search distribution over flat parameter vectors z ∈ R^P is a Gaussian N(μ, Σ). One
 generation is::
@@ -145,7 +145,8 @@ def tell(state: CEMState, samples: torch.Tensor, fitness, weights, eps: float) -
     CEMState with
 
     * μ_new = Σ_i λ_i z_i over the μ elites,
-    * diag Σ_new = Σ_i λ_i (z_i − μ_old)² + ε   (the diagonal of Σ λ_i (z_i−μ_old)(z_i−μ_old)ᵀ + εI),
+    * diag Σ_new = Σ_i λ_i (z_i − μ_old)² + ε, the diagonal of
+      Σ λ_i (z_i − μ_old)(z_i − μ_old)ᵀ + εI,
     * generation + 1.
 
     Note that the spread is measured around the *old* mean μ_old, as in Eq 15 (and CEM-RL):
