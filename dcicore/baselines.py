@@ -18,6 +18,7 @@ reads the unwrapped :class:`~dcicore.env.DCIEnv` after ``reset``/``step`` and re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -340,13 +341,18 @@ def evaluate(policy, config: SystemConfig | None = None, episodes: int = 5, seed
       running when an episode ends are not counted);
       ``collaborations``: mean per episode of stages that moved data to another node;
       ``energy_j``, ``delay_s``: mean per episode of Σ energy (J) and Σ stage delay (s);
-      ``cost_per_task``: Σ system cost / Σ resolved tasks; ``system_cost_std``: spread over
+      ``cost_per_task``: Σ system cost / Σ resolved tasks;
+      (named heuristics always run with ``share_action="absolute"``: they choose levels); ``system_cost_std``: spread over
       episodes; ``episodes``: the per-episode totals.
     """
     from dcicore.config import check_range
 
     config = config if config is not None else SystemConfig()
     check_range("episodes", episodes, 1, None, integer=True)
+    if isinstance(policy, str) and config.share_action != "absolute":
+        # NOTE: the heuristics compute absolute share levels; the physical system is the same
+        # whichever way an agent encodes its share, so they always run with absolute shares.
+        config = replace(config, share_action="absolute")
     fn = make_policy(policy, seed)
     if hasattr(fn, "__self__") and hasattr(fn.__self__, "reset"):
         fn.__self__.reset(seed)

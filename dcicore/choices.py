@@ -97,6 +97,17 @@ CHOICES = (
         "environment; masks (env.action_masks) let agents avoid repairs. 'fail' penalises instead.",
     ),
     Choice(
+        "How the learning agents read the share R (an agent aid)",
+        ("SystemConfig.share_action",),
+        "The environment's default is the paper's: R = 1..100 % of the node's capacity. Trained "
+        "with it, our agents did not learn (they failed nearly every task): by Eq 4 a stage's "
+        "energy grows with r^2, so the band of shares that are both fast enough and cheap is 1-2 "
+        "levels wide and depends on the node, which a per-task share head cannot see. 'relative' "
+        "keeps 100 values of R but reads them as x1..x2 of the block's just-fast-enough share on "
+        "the chosen node. The agents train and are evaluated with it; the heuristics choose shares "
+        "themselves and are unaffected.",
+    ),
+    Choice(
         "Whether the result returns to the source ED",
         ("SystemConfig.return_result",),
         "No by default: the paper charges no return transfer and the result is 9 values (576 "

@@ -126,6 +126,12 @@ class SystemConfig:
     """P, *open*: cost added for every failed task (Eq 13), in cost units."""
     share_levels: int = 100
     """R's discretisation: shares 1/levels .. levels/levels of a node's capacity. *paper* (100)"""
+    share_action: str = "absolute"
+    """*open* (an agent aid): how the share part R of an action is read. ``"absolute"`` (the
+    paper): index k means k+1 % of the node's capacity. ``"relative"``: index k means the
+    just-fast-enough level of the chosen node and block (its deadline share, the block getting
+    a time budget proportional to its cycles) times 1 + k/(levels−1), i.e. ×1 … ×2. Learning
+    agents use it: with absolute shares the cheap-and-feasible band is 1–2 levels wide."""
     conflict_rule: str = "repair"
     """*open*: what an action that breaks a link, subcarrier (7) or capacity (8) rule does.
     ``"repair"`` (default): the environment fixes it by the rules of :mod:`dcicore.schedule`;
@@ -172,6 +178,8 @@ class SystemConfig:
         check_range("mec_background_load_max", self.mec_background_load_max, 0, 1, hi_open=True)
         check_range("penalty", self.penalty, 0, None)
         check_range("share_levels", self.share_levels, 1, 10_000, integer=True)
+        if self.share_action not in ("absolute", "relative"):
+            raise ValueError(f"share_action must be one of 'absolute', 'relative', got {self.share_action!r}")
         if self.conflict_rule not in ("repair", "fail"):
             raise ValueError(f"conflict_rule must be one of 'repair', 'fail', got {self.conflict_rule!r}")
         if not isinstance(self.return_result, bool):

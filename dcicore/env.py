@@ -134,6 +134,7 @@ class DCIEnv(gym.Env):
             rate_bps=self.scenario.rate_bps, return_result=c.return_result,
             slowest_rate_bps=float(rates.min()) if rates.size else 1.0,
             fail_on_conflict=c.conflict_rule == "fail",
+            relative_share=c.share_action == "relative",
         )
         M, L = c.max_tasks, c.num_layers
         self.t = 0
@@ -406,7 +407,9 @@ class DCIEnv(gym.Env):
 
         Returns a dict of boolean arrays: ``node`` (M, N+1): reachable from the task's data and
         with free capacity; ``block`` (M, L): j >= next layer; ``max_level`` (N+1,): free share
-        levels per node; ``carrier`` (S,): free subcarriers; ``ready`` (M,).
+        levels per node (with ``share_action="relative"`` every share index is valid, so it is
+        ``share_levels`` for every node: the index is not a level there); ``carrier`` (S,): free
+        subcarriers; ``ready`` (M,).
         """
         c = self.config
         ready = self.ready_mask()
@@ -414,6 +417,8 @@ class DCIEnv(gym.Env):
         free = self.free_levels()
         node = self.scenario.link[loc] & (free > 0)[None, :] & ready[:, None]
         block = (np.arange(c.num_layers)[None, :] >= self.next_layer[:, None]) & ready[:, None]
+        if c.share_action == "relative":
+            free = np.full_like(free, c.share_levels)
         return {
             "node": node,
             "block": block,

@@ -16,6 +16,11 @@ fixed order that is part of the model (modelling-choices page):
    data is.
 4. *Capacity* (constraint 8): on each node the share levels are granted in row order,
    ``granted = min(requested, levels still free)``; a task granted nothing waits this slot.
+With ``share_action="relative"`` the share index k is read, after rules 1–3 fix the node, as
+``ceil(need · (1 + k/(levels−1)))`` where ``need`` is the smallest level that runs the block
+within a time budget proportional to its share of the task's remaining cycles (after the
+transmission): index 0 is "just fast enough", the last index twice that.
+
 With ``conflict_rule="fail"`` a task whose action needed rule 2, 3 or 4 (a different node or
 subcarrier, or fewer share levels than requested) fails instead (penalty P).
 
@@ -91,6 +96,7 @@ class Physics:
     return_result: bool
     slowest_rate_bps: float
     fail_on_conflict: bool = False
+    relative_share: bool = False
 
 
 def _empty_outcome(m: int) -> StageOutcome:
@@ -108,6 +114,22 @@ def _empty_outcome(m: int) -> StageOutcome:
 def _slots(duration_s, slot_s):
     """Slots a duration occupies: ceil(duration / slot), at least 1 (tolerant to rounding)."""
     return np.maximum(1, np.ceil(np.asarray(duration_s) / slot_s - 1e-9)).astype(np.int64)
+
+
+def _relative_levels(ph: Physics, k, i, j, n, loc, moving, elapsed_s):
+    """Share levels requested under ``share_action="relative"`` (vectorized; see module doc)."""
+    lv = ph.share_levels
+    L = ph.num_layers
+    rate = ph.rate_bps[loc, n]
+    trans = np.where(moving, ph.in_bits[i] / np.where(moving, rate, 1.0), 0.0)
+    cyc_block = ph.cum_cycles[j + 1] - ph.cum_cycles[i]
+    cyc_rest = ph.cum_cycles[L] - ph.cum_cycles[i]
+    budget = (ph.deadline_s - elapsed_s - trans) * cyc_block / cyc_rest
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(budget > 0, np.ceil(lv * cyc_block / (ph.capacity_hz[n] * budget) - 1e-9), lv)
+    need = np.clip(need, 1, lv)
+    factor = 1.0 + np.clip(k, 0, lv - 1) / max(lv - 1, 1)
+    return np.clip(np.ceil(need * factor - 1e-9), 1, lv).astype(np.int64)
 
 
 def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
@@ -149,7 +171,10 @@ def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
         n[stay] = loc[stay]
         moving[stay] = False
     # 4. capacity (constraint 8): grant in row order per node
-    req = np.clip(a[:, 2] + 1, 1, ph.share_levels)
+    if ph.relative_share:
+        req = _relative_levels(ph, a[:, 2], i, j, n, loc, moving, x.elapsed_s[idx])
+    else:
+        req = np.clip(a[:, 2] + 1, 1, ph.share_levels)
     order = np.argsort(n, kind="stable")
     ns, rs = n[order], req[order]
     excl = np.cumsum(rs) - rs  # requested before, over all rows in node order
@@ -202,6 +227,19 @@ def start_stages(ph: Physics, x: SlotInputs) -> StageOutcome:
     return out
 
 
+def _relative_level_one(ph: Physics, k, i, j, n, loc, elapsed_s) -> int:
+    """One task's requested level under ``share_action="relative"`` (the loop version)."""
+    lv = ph.share_levels
+    trans = float(ph.in_bits[i]) / float(ph.rate_bps[loc, n]) if n != loc else 0.0
+    cyc_block = float(ph.cum_cycles[j + 1] - ph.cum_cycles[i])
+    cyc_rest = float(ph.cum_cycles[ph.num_layers] - ph.cum_cycles[i])
+    budget = (ph.deadline_s - elapsed_s - trans) * cyc_block / cyc_rest
+    need = math.ceil(lv * cyc_block / (float(ph.capacity_hz[n]) * budget) - 1e-9) if budget > 0 else lv
+    need = min(max(need, 1), lv)
+    factor = 1.0 + min(max(k, 0), lv - 1) / max(lv - 1, 1)
+    return min(max(math.ceil(need * factor - 1e-9), 1), lv)
+
+
 def start_stages_reference(ph: Physics, x: SlotInputs) -> StageOutcome:
     """The same rules as :func:`start_stages`, written as a plain loop over tasks.
 
@@ -248,7 +286,10 @@ def start_stages_reference(ph: Physics, x: SlotInputs) -> StageOutcome:
     left = {k: int(v) for k, v in enumerate(x.free_levels)}
     for r in rows:
         loc, i, j, n, c, repaired = plan[r]
-        req = min(max(int(x.action[r][2]) + 1, 1), ph.share_levels)
+        if ph.relative_share:
+            req = _relative_level_one(ph, int(x.action[r][2]), i, j, n, loc, float(x.elapsed_s[r]))
+        else:
+            req = min(max(int(x.action[r][2]) + 1, 1), ph.share_levels)
         granted = max(0, min(req, left[n]))
         left[n] = max(0, left[n] - req)
         out.first_layer[r] = i

@@ -108,9 +108,11 @@ def test_seeded_determinism():
     assert not np.array_equal(run(5), run(6))
 
 
-@pytest.mark.parametrize("rule", ["repair", "fail"])
-def test_vectorized_equals_reference_env(rule):
-    cfg = SystemConfig(num_devices=8, num_subcarriers=3, arrival_rate_hz=1.5, conflict_rule=rule)
+@pytest.mark.parametrize("rule,share", [("repair", "absolute"), ("fail", "absolute"),
+                                        ("repair", "relative")])
+def test_vectorized_equals_reference_env(rule, share):
+    cfg = SystemConfig(num_devices=8, num_subcarriers=3, arrival_rate_hz=1.5, conflict_rule=rule,
+                       share_action=share)
     fast, ref = DCIEnv(cfg), DCIEnv(cfg, reference=True)
     o1, _ = fast.reset(seed=11)
     o2, _ = ref.reset(seed=11)
@@ -194,3 +196,27 @@ def test_fail_rule_penalises_repairs():
     assert results["repair"][:2] == (1, 0)
     # fail: the same action is a failure with the penalty
     assert results["fail"][:2] == (0, 1) and results["fail"][2] == pytest.approx(-10.0)
+
+
+def test_relative_share_hand_worked():
+    cfg, env = toy(share_action="relative")
+    C = paper_model().workload_cycles.sum()
+    # index 0: just fast enough. Whole model locally within T = 3 s on 0.5 GHz:
+    # need = ceil(100 * C / (0.5e9 * 3)) = ceil(49.59) = 50 levels
+    a = np.zeros((cfg.max_tasks, 4), dtype=np.int64)
+    a[0] = [1, 7, 0, 0]
+    env.step(a)
+    assert env.stage_level_sum()[1] == 50
+    # the last index doubles it (capped at 100 levels)
+    cfg, env = toy(share_action="relative")
+    a[0] = [1, 7, cfg.share_levels - 1, 0]
+    env.step(a)
+    assert env.stage_level_sum()[1] == 100
+    # a first block gets a time budget proportional to its cycles: conv1..conv3 on the ED
+    cfg, env = toy(share_action="relative")
+    a[0] = [1, 2, 0, 0]
+    env.step(a)
+    c3 = paper_model().workload_cycles[:3].sum()
+    budget = 3.0 * c3 / C
+    assert env.stage_level_sum()[1] == math.ceil(100 * c3 / (0.5e9 * budget) - 1e-9)
+    assert env.action_masks()["max_level"].tolist() == [100, 100]
