@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test test-unit test-notebooks test-browser bench clean
+.PHONY: install book test bench baselines clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	DCI_BUDGET=$${DCI_BUDGET:-default} PLOTLY_RENDERER=notebook $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	DCI_BUDGET=$${DCI_BUDGET:-default} PLOTLY_RENDERER=notebook $(VENV)/bin/jupyter-book build . --all -W -n --keep-going
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -34,3 +34,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache
+
+baselines: $(STAMP)
+	$(PY) tests/benchmarks/baselines_table.py

@@ -98,7 +98,7 @@ def built_book() -> Path:
     venv_jb = ROOT / ".venv" / "bin" / "jupyter-book"
     jb = venv_jb if venv_jb.exists() else Path(sys.executable).parent / "jupyter-book"
     env = dict(os.environ, DCI_BUDGET="quick", PLOTLY_RENDERER="notebook")
-    cmd = [str(jb), "build", ".", "-W", "-n", "--keep-going"]
+    cmd = [str(jb), "build", ".", "--all", "-W", "-n", "--keep-going"]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
     )
