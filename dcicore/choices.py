@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, fields
 
-__all__ = ["Choice", "CHOICES", "current_value", "choices_table"]
+__all__ = ["Choice", "CHOICES", "AGENT_CHOICES", "current_value", "choices_table"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,86 @@ CHOICES = (
     ),
 )
 
+# --- learning agents (Part II) -----------------------------------------------------------------
+AGENT_CHOICES = (
+    Choice(
+        "How one Q-network scores the combinatorial action",
+        ("dcicore.nets.GCNQNetwork",),
+        "Action branching (Tavakoli et al. 2018): one head per part of a(t) over the shared GCN "
+        "torso - node scores from (task's next-layer embedding, node embedding) pairs, block-end "
+        "scores on the task-layer embeddings, share and subcarrier bins per task - so a task needs "
+        "(N+1)+L+100+S outputs instead of (N+1)*L*100*S. A slot's Q(s,a) combines the ready "
+        "tasks' branch values; a state with no ready task gets an idle value so the TD chain does "
+        "not break. Invalid choices are masked with -inf.",
+    ),
+    Choice(
+        "What an epoch is (Fig 4's axis)",
+        ("BudgetConfig.episodes_per_epoch", "BudgetConfig.epochs"),
+        "One epoch = episodes_per_epoch episodes (40 slots each) of the learning agent's own "
+        "interaction, cut into generations of rl_steps_per_generation steps; CERL's elite steps "
+        "come on top. After each epoch the deployed greedy policy is scored on the same fixed "
+        "evaluation seeds for every method, so curves compare like with like.",
+    ),
+    Choice(
+        "The paper's 'top N individuals' that interact",
+        ("AgentConfig.interacting_elites", "AgentConfig.elite_steps_per_generation"),
+        "N is already the number of devices; we name it interacting_elites. Default 1: the "
+        "fittest individual plays elite_steps_per_generation greedy slots per generation into D; "
+        "more elites multiply environment steps without new information at k = 50.",
+    ),
+    Choice(
+        "Covariance of the CEM population",
+        ("dcicore.cem", "AgentConfig.cem_init_var"),
+        "Diagonal Sigma: the Q-network has ~10^5 parameters, so a full Sigma would hold ~10^10 "
+        "numbers and has rank <= k/2 anyway; CEM-RL and VEB-RL use the same. Initial variance "
+        "1e-3 around the RL network's initial parameters.",
+    ),
+    Choice(
+        "Weights lambda_i and epsilon of Eq 15",
+        ("AgentConfig.cem_weights", "AgentConfig.cem_eps_start", "AgentConfig.cem_eps_end",
+         "AgentConfig.cem_eps_decay"),
+        "lambda_i proportional to log((mu+1)/i), normalised (the usual CEM/CMA weights, as in "
+        "VEB-RL); epsilon decays geometrically from 1e-3 to 1e-5, VEB-RL's damping, so early "
+        "generations keep exploring and later ones concentrate.",
+    ),
+    Choice(
+        "Population size, fitness batch, target period",
+        ("AgentConfig.population_size", "AgentConfig.fitness_batch",
+         "AgentConfig.target_every_generations", "AgentConfig.elite_fraction"),
+        "The paper's k = 50, J = 64, H = 1 and elites = the top half (the quick and default "
+        "budgets shrink k to keep the book's notebooks short; the full budget uses the paper's).",
+    ),
+    Choice(
+        "RL schedule and exploration",
+        ("AgentConfig.rl_steps_per_generation", "AgentConfig.rl_updates_per_generation",
+         "AgentConfig.learning_starts", "AgentConfig.eps_decay_steps",
+         "AgentConfig.share_explore_power"),
+        "The RL agent takes a few steps and a few gradient updates per generation, after a "
+        "warm-up that fills D. Exploration is epsilon-greedy per task; random share and block "
+        "choices are drawn with a bias toward low indices (documented in dcicore.dqn), since "
+        "high shares are rarely useful.",
+    ),
+    Choice(
+        "Reward scale and discount",
+        ("AgentConfig.reward_scale", "AgentConfig.gamma"),
+        "Rewards are multiplied by reward_scale before the TD target so that Q-values stay O(1) "
+        "(a slot's reward is -1..-100). gamma = 0.95: a task lives about 6 slots.",
+    ),
+    Choice(
+        "Deployed CERL policy",
+        ("AgentConfig.deploy", "AgentConfig.select_episodes"),
+        "'best': the RL agent's greedy policy or the fittest individual, whichever costs less on "
+        "a few validation episodes (seeds disjoint from evaluation), as VEB-RL reports the better "
+        "of RL and EA.",
+    ),
+    Choice(
+        "Torch threads",
+        ("BudgetConfig.torch_threads",),
+        "1: the networks are small and on a busy 2-core machine more threads spin-wait (measured "
+        "4x slower generations with 2).",
+    ),
+)
+
 
 def current_value(setting: str):
     """The current default of ``"Class.field"`` (from dcicore.config or dcicore.budgets), or
@@ -166,7 +246,7 @@ def current_value(setting: str):
 def choices_table() -> list:
     """Rows (point, setting, value, reason) for the modelling-choices page."""
     rows = []
-    for ch in CHOICES:
+    for ch in CHOICES + AGENT_CHOICES:
         for k, s in enumerate(ch.settings):
             val = current_value(s)
             rows.append(

@@ -24,3 +24,16 @@ def test_values_come_from_code():
     rows = choices_table()
     assert all(r["reason"] or not r["point"] for r in rows)
     assert any(r["value"] == repr(SystemConfig().slot_s) for r in rows)
+
+
+def test_agent_open_points_are_listed():
+    from dcicore.choices import AGENT_CHOICES
+
+    points = " ".join(ch.point.lower() for ch in AGENT_CHOICES)
+    for word in ("combinatorial action", "epoch", "top n", "covariance", "eq 15"):
+        assert word in points, word
+    # every named agent setting exists (current_value raises KeyError otherwise)
+    for ch in AGENT_CHOICES:
+        for s in ch.settings:
+            if not s.startswith("dcicore."):
+                assert current_value(s) is not None, s
