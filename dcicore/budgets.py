@@ -5,8 +5,10 @@ every value the paper leaves open is listed, with its reason, on the book's mode
 
 One switch scales every run in the book: the environment variable ``DCI_BUDGET``
 
-* ``quick``   — seconds per run: tests and CI (k = 10, J = 32, GCN widths 32/64/64, 6 epochs);
-* ``default`` — minutes per run: what the book build executes (k = 20, the paper's networks);
+* ``quick``   — under a minute per run at N = 5: tests and CI (k = 10, J = 32, GCN widths
+  32/64/64, 20 epochs; enough for CERL to beat Random at N = 5, a test checks it);
+* ``default`` — minutes per run (about 4 min for CERL at N = 10 on one core): what the book
+  build executes (k = 20, the paper's networks, 40 epochs);
 * ``full``    — the paper's scale: k = 50, J = 64, ~200 epochs (hours at N = 50).
 
 Notebooks call :func:`budget_from_env` and never hard-code epochs.
@@ -58,14 +60,37 @@ class AgentConfig:
     """ε after the decay. *open*"""
     eps_decay_steps: int = 2_000
     """RL-agent environment steps over which ε falls linearly from eps_start to eps_end. *open*"""
+    share_explore_power: float = 2.0
+    """An exploring task draws its share index as floor(levels·u^power), u ~ U[0, 1): power 1 is
+    uniform, 2 (median index 25) biases exploration toward the cheap low relative shares.
+    *open* (a named exploration aid, see :mod:`dcicore.dqn`)"""
+    block_explore_power: float = 3.0
+    """An exploring task draws its block end as the last valid layer minus floor(count·u^power)
+    (count = valid block ends): power 1 is uniform, 3 favours long blocks. *open* (a named
+    exploration aid): a stage holds its node for whole slots, so a random split into many short
+    blocks misses T = 3 s (6 slots for 8 layers), and uniform exploration mostly shows failures."""
     target_update_every: int = 100
     """Gradient steps between hard updates θ' ← θ of the RL agent's target network (Sec 4.3). *open*"""
+    d2qn_param_noise: bool = True
+    """D²QN's exploration. True (default, the paper's D²QN: dueling + double DQN + adaptive
+    parameter-space noise, Plappert et al. 2018). False = the same biased ε-greedy as DDQN, a
+    variant that learned better at N = 5 on the quick budget (222 vs 250 system cost); offered
+    for comparison, not used for the paper's baseline. *open*"""
     noise_target_eps: float = 0.05
     """D²QN only: ε-equivalent KL target of adaptive parameter noise (Plappert et al.). *open*"""
     learning_starts: int = 200
     """Transitions in D before gradient steps, fitness and elite interaction start. *open*"""
     hidden: tuple = (64, 128, 256)
     """Hidden sizes of the three GCN layers. *paper*"""
+    share_action: str = "relative"
+    """How the agent's share index is read (:attr:`dcicore.config.SystemConfig.share_action`).
+    *Named deviation, an agent aid*: the paper's absolute shares (index k = k+1 % of capacity)
+    leave a cheap-and-feasible band 1–2 levels wide that depends on the chosen node, which a
+    factorised share branch cannot see; ``"relative"`` (index 0 = just fast enough for the
+    deadline, 99 = twice that) lets the branch learn one curve for every node. The physical
+    system is the same: :func:`dcicore.train.train` runs the agent and its evaluations with
+    ``dataclasses.replace(config, share_action=...)``, the heuristics keep absolute shares.
+    ``"absolute"`` trains on the paper's encoding."""
 
     # --- CEM (Sec 4.1) ---------------------------------------------------------------------------
     population_size: int = 50
@@ -92,8 +117,11 @@ class AgentConfig:
     """λ_i of Eq 15: ``"log"`` (λ_i ∝ log((μ+1)/i), best elite weighs most) or ``"equal"``. *open*"""
     rl_steps_per_generation: int = 10
     """Environment steps (slots) the RL agent takes per generation (Alg 1 lines 9–13). *open*"""
-    rl_updates_per_generation: int = 10
-    """Gradient steps (Eq 19) of the RL agent per generation. *open*: one per RL step."""
+    rl_updates_per_generation: int = 5
+    """Gradient steps (Eq 19) of the RL agent per generation. *open*: 5 (one per two RL steps)
+    by default, so that a generation at N = 50 with k = 50 stays near 5 s (an update there costs
+    ~0.3 s: a state holds ~100 tasks); the quick and default budgets (small N) use 20 (two per
+    RL step), which learning at N = 5 needed."""
     elite_steps_per_generation: int = 10
     """Environment steps each interacting elite takes per generation (Alg 1 line 7). *open*"""
     deploy: str = "best"
@@ -112,9 +140,15 @@ class AgentConfig:
         check_range("eps_start", self.eps_start, 0, 1)
         check_range("eps_end", self.eps_end, 0, 1)
         check_range("eps_decay_steps", self.eps_decay_steps, 1, None, integer=True)
+        check_range("share_explore_power", self.share_explore_power, 0, None, lo_open=True)
+        check_range("block_explore_power", self.block_explore_power, 0, None, lo_open=True)
         check_range("target_update_every", self.target_update_every, 1, None, integer=True)
+        if not isinstance(self.d2qn_param_noise, bool):
+            raise ValueError(f"d2qn_param_noise must be True or False, got {self.d2qn_param_noise!r}")
         check_range("noise_target_eps", self.noise_target_eps, 0, 1, lo_open=True, hi_open=True)
         check_range("learning_starts", self.learning_starts, 1, None, integer=True)
+        if self.share_action not in ("absolute", "relative"):
+            raise ValueError(f"share_action must be one of 'absolute', 'relative', got {self.share_action!r}")
         if (not isinstance(self.hidden, tuple) or len(self.hidden) != 3
                 or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden)):
             raise ValueError(f"hidden must be a tuple of 3 integers in [1, inf), got {self.hidden!r}")
@@ -186,14 +220,14 @@ class BudgetConfig:
 def _quick() -> BudgetConfig:
     # smaller networks and population than the paper's so that a run takes seconds on a CI core
     agent = AgentConfig(population_size=10, fitness_batch=32, batch_size=32, hidden=(32, 64, 64),
-                        eps_decay_steps=600, learning_starts=100, target_update_every=50,
-                        buffer_size=5_000, select_episodes=1)
-    return BudgetConfig(name="quick", epochs=6, episodes_per_epoch=1, eval_episodes=2,
-                        checkpoint_every=2, agent=agent)
+                        eps_decay_steps=400, learning_starts=50, target_update_every=50,
+                        rl_updates_per_generation=20, buffer_size=5_000, select_episodes=1)
+    return BudgetConfig(name="quick", epochs=20, episodes_per_epoch=1, eval_episodes=2,
+                        checkpoint_every=5, agent=agent)
 
 
 def _default() -> BudgetConfig:
-    agent = AgentConfig(population_size=20, eps_decay_steps=2_000)
+    agent = AgentConfig(population_size=20, eps_decay_steps=1_000, rl_updates_per_generation=20)
     return BudgetConfig(name="default", epochs=40, episodes_per_epoch=1, eval_episodes=3,
                         checkpoint_every=5, agent=agent)
 

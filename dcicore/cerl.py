@@ -125,6 +125,7 @@ def make_dqn_agent(config: SystemConfig, agent: AgentConfig, seed: int, *, dueli
         eps_start=agent.eps_start, eps_end=agent.eps_end, eps_decay_steps=agent.eps_decay_steps,
         target_update_every=agent.target_update_every, noise_target_eps=agent.noise_target_eps,
         seed=seed, hidden=agent.hidden, learning_starts=agent.learning_starts,
+        share_explore_power=agent.share_explore_power, block_explore_power=agent.block_explore_power,
     )
 
 

@@ -196,11 +196,33 @@ AGENT_CHOICES = (
         "RL schedule and exploration",
         ("AgentConfig.rl_steps_per_generation", "AgentConfig.rl_updates_per_generation",
          "AgentConfig.learning_starts", "AgentConfig.eps_decay_steps",
-         "AgentConfig.share_explore_power"),
+         "AgentConfig.share_explore_power", "AgentConfig.block_explore_power"),
         "The RL agent takes a few steps and a few gradient updates per generation, after a "
-        "warm-up that fills D. Exploration is epsilon-greedy per task; random share and block "
-        "choices are drawn with a bias toward low indices (documented in dcicore.dqn), since "
-        "high shares are rarely useful.",
+        "warm-up that fills D. Exploration is epsilon-greedy per task; a random share index is "
+        "drawn as floor(100 u^2) (low shares are the cheap ones) and a random block end favours "
+        "long blocks (a stage holds whole slots, so many short blocks miss the deadline).",
+    ),
+    Choice(
+        "How the agents read the share R",
+        ("AgentConfig.share_action",),
+        "'relative' (see SystemConfig.share_action above): train() runs the agent's environment "
+        "and its evaluations with it; the trained policy refuses an environment that reads shares "
+        "the other way.",
+    ),
+    Choice(
+        "Joint Q-value and loss",
+        ("dcicore.nets.GCNQNetwork",),
+        "Q(s,a) = V(s) + sum over ready tasks of the mean of the task's four chosen branch values "
+        "(a VDN-style sum): Eq 13 sums every task's cost, so each task's term carries its own part. "
+        "The loss is Eq 18 on this joint value (measured at N = 5: the mean over tasks instead of "
+        "the sum left DDQN at 421 vs 216).",
+    ),
+    Choice(
+        "D2QN's exploration",
+        ("AgentConfig.d2qn_param_noise", "AgentConfig.noise_target_eps"),
+        "The paper's D2QN: adaptive parameter-space noise, sigma adapted x1.01 / /1.01 to keep "
+        "the KL between perturbed and unperturbed branch softmaxes near its target. A biased "
+        "epsilon-greedy variant (False) learned better at N = 5 and is offered for comparison.",
     ),
     Choice(
         "Reward scale and discount",

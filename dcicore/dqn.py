@@ -6,8 +6,10 @@ Explained in the book's chapter "Deep Q-learning on the graph"; the network is
 * **DDQN** (``double=True, dueling=False``): ε-greedy exploration (ε decays linearly from
   ``eps_start`` to ``eps_end`` over ``eps_decay_steps`` acting steps, drawn independently for
   every ready task), double-DQN target (van Hasselt et al., 2016).
-* **D²QN** (``double=True, dueling=True, param_noise=True``): dueling branches and adaptive
-  parameter-space noise (Plappert et al., 2018) instead of ε-greedy.
+* **D²QN** (``double=True, dueling=True, param_noise=True``): dueling branches (dueling double
+  DQN) explored with adaptive parameter-space noise (Plappert et al., 2018), as the paper's
+  D²QN. :func:`dcicore.train.train` follows ``AgentConfig.d2qn_param_noise`` (default True);
+  False gives a biased ε-greedy variant, which learned better at N = 5.
 
 Every :meth:`DQNAgent.update` follows one fixed order:
 
@@ -15,18 +17,25 @@ Every :meth:`DQNAgent.update` follows one fixed order:
 2. target (Eq 17): y = r·reward_scale + γ (1 − done) Q_θ'(s', argmax_a' Q_θ(s', a')) for double
    DQN (argmax by the online network, value by the target network; both in evaluation mode),
    or max_a' Q_θ'(s', a') without ``double``; the max/argmax respect the next state's masks;
-3. loss (Eq 18): squared error against y of the online network's values (training mode: batch
-   norm uses the minibatch's statistics) — the paper's MSE (``loss="huber"``: Huber). # NOTE:
-   as in BDQ, each chosen branch value of each ready task is regressed onto y
-   (``loss_on="branches"``, the default); ``loss_on="joint"`` regresses only their mean
-   Q_θ(s, a), Eq 18 to the letter, which leaves the split of the value between the branches
-   free (see :meth:`DQNAgent.compute_loss`);
+3. loss (Eq 18): squared error between y and the online network's joint value Q_θ(s, a)
+   (training mode: batch norm uses the minibatch's statistics) — the paper's MSE
+   (``loss="huber"``: Huber). Q is V(s) + Σ over ready tasks of the mean chosen branch value
+   (see :class:`~dcicore.nets.GCNQNetwork`), so regressing the joint value credits each task
+   with its share of the slot's reward (``loss_on="joint"``, the default). # NOTE:
+   ``loss_on="branches"`` is BDQ's per-branch loss (every chosen branch value regressed onto
+   y); it suits a mean over tasks, not the sum used here, and is kept for comparison;
 4. one Adam step (Eq 19), gradients clipped to norm ``grad_clip``;
 5. # NOTE: every ``target_update_every`` gradient steps the target network is replaced by a
    copy of the online one (hard update, θ' ← θ).
 
-Q(s, a) is the mean over the ready tasks and the four branches (see
-:class:`~dcicore.nets.GCNQNetwork`), so the target averages the branches like BDQ's.
+Exploration (DDQN, CERL's RL agent): ε is drawn independently for every ready task; an
+exploring task draws every branch uniformly over its valid choices, except the share index,
+drawn as floor(levels·u^share_explore_power) with u ~ U[0, 1) (power 2: median index 25 of
+100), biased toward the low indices. *Named choice*: with relative shares (index 0 = just fast
+enough) low indices are the cheap ones, and energy grows with the share squared (Eq 4).
+Likewise the block end is drawn as the last valid layer minus floor(count·u^block_explore_power)
+(power 1: uniform; >1 favours long blocks, since a stage holds its node for whole slots and many
+short blocks miss the deadline).
 Rewards are Eq 13's, multiplied by ``reward_scale`` before learning (the scale only rescales Q).
 ``done`` passed to :meth:`DQNAgent.observe` should be ``terminated``: the environment only
 truncates, and a truncated episode still bootstraps.
@@ -120,12 +129,19 @@ class DQNAgent:
                  gamma=0.95, lr=1e-3, batch_size=64, buffer_size=20000, reward_scale=0.1,
                  eps_start=1.0, eps_end=0.05, eps_decay_steps=2000, target_update_every=200,
                  noise_target_eps=0.1, seed=0, hidden=(64, 128, 256), loss="mse", grad_clip=10.0,
-                 learning_starts=None, noise_sigma=0.05, noise_batch=32, loss_on="branches"):
+                 learning_starts=None, noise_sigma=0.05, noise_batch=32, loss_on="joint",
+                 share_explore_power=2.0, block_explore_power=1.0):
         if loss not in ("mse", "huber"):
             raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
         if loss_on not in ("branches", "joint"):
             raise ValueError(f"loss_on must be 'branches' or 'joint', got {loss_on!r}")
         self.loss_on = loss_on
+        if not share_explore_power > 0:
+            raise ValueError(f"share_explore_power must be > 0, got {share_explore_power!r}")
+        self.share_explore_power = float(share_explore_power)
+        if not block_explore_power > 0:
+            raise ValueError(f"block_explore_power must be > 0, got {block_explore_power!r}")
+        self.block_explore_power = float(block_explore_power)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         self.config = config
@@ -223,6 +239,17 @@ class DQNAgent:
         action = action.copy()
         for col, mk in enumerate(m[:4]):
             valid = mk[0].numpy()[pick]  # (picked, choices)
+            if col == 2:  # NOTE: share index biased toward low values (see the module docstring)
+                top = valid.sum(-1)  # valid levels are 1..top
+                u = self.rng.random(pick.size) ** self.share_explore_power
+                action[pick, col] = np.minimum((u * top).astype(np.int64), top - 1)
+                continue
+            if col == 1 and self.block_explore_power != 1.0:  # block end biased toward the last layer
+                count = valid.sum(-1)  # valid block ends are the last `count` layers
+                u = self.rng.random(pick.size) ** self.block_explore_power
+                back = np.minimum((u * count).astype(np.int64), count - 1)
+                action[pick, col] = valid.shape[1] - 1 - back
+                continue
             scores = np.where(valid, self.rng.random(valid.shape), -1.0)
             action[pick, col] = scores.argmax(-1)
         return action
@@ -260,13 +287,13 @@ class DQNAgent:
     def compute_loss(self, transitions):
         """Eq 18 on a minibatch: returns ``(loss, q_sa, y)`` with q_sa the joint Q(s, a) (J,).
 
-        ``loss_on="branches"`` (default, as BDQ): every chosen branch value of every ready task
-        is regressed onto the transition's target y, and a state with no ready task regresses its
-        idle value; the squared errors are averaged within a transition, then over the batch.
-        The joint Q (their mean) then matches y too, and each branch carries the whole value.
-        ``loss_on="joint"`` regresses only the mean (Eq 18 literally); that leaves the split of
-        the value between branches undetermined (a branch can drift by +c while another drifts
-        by −c), and the max over rarely tried choices then overestimates.
+        ``loss_on="joint"`` (default, Eq 18 literally): the squared error of the joint Q(s, a) =
+        V(s) + Σ_q mean_b Q_b(q, a_qb) against y, so each task's term learns its part of the
+        slot's summed reward (VDN). The split of a task's term between its four branches is
+        left free (a constant moved from one branch to another changes neither Q nor the argmax).
+        ``loss_on="branches"`` (BDQ's loss, kept for comparison): every chosen branch value of
+        every ready task is regressed onto y (a state with no ready task regresses V(s)), the
+        squared errors averaged within a transition, then over the batch.
         The online network runs in training mode (batch norm on the minibatch) and is left in
         evaluation mode.
         """

@@ -63,8 +63,8 @@ class BranchQ(namedtuple("_BranchQ", BRANCHES)):
     ready are 0, and so are the block ends j < next layer (never valid). Compact layout
     (:func:`branch_values`): (k, Q, ·) for the Q ready tasks of the batch and k parameter sets.
 
-    Attribute ``idle`` ((B,) or (k, B), or None): the value of each state as a state with nothing
-    to decide — used as Q(s, ·) where no task is ready (see :class:`GCNQNetwork`).
+    Attribute ``idle`` ((B,) or (k, B), or None): the state value V(s) that the joint Q adds to
+    the ready tasks' terms (all of Q(s, ·) where no task is ready; see :class:`GCNQNetwork`).
     """
 
     idle = None
@@ -118,12 +118,15 @@ class GCNQNetwork(nn.Module):
     With ``dueling=True`` (Wang et al., 2016) every branch is V_q + (A − mean A), one value V_q
     per task shared by its four branches, the mean taken over the choices the branch computes.
 
-    **The joint Q-value** (Eq 16) of an action a (one row per task) is the mean, over the ready
-    tasks and the four branches, of the chosen branch values; its maximum is the mean of the
-    branch maxima (the branches are chosen independently), so the TD target averages the
-    branches like BDQ's. A state with no ready task has nothing to decide; its Q-value is an
-    *idle value* V_idle(s) = w·g + b from the pooled embedding, so the TD chain through slots
-    where every task is busy is not cut (at small N such slots are common).
+    **The joint Q-value** (Eq 16) of an action a (one row per task) is additive over tasks
+    (value decomposition, as VDN, Sunehag et al. 2018): Q(s, a) = V(s) + Σ_q (1/4) Σ_b
+    Q_b(q, a_qb), a state value V(s) = w·g + b from the pooled embedding (the ``idle`` head)
+    plus, for every ready task, the mean of its four chosen branch values. # NOTE: a sum, not a
+    mean, over tasks: the reward of Eq 13 sums the costs and penalties of every task of the
+    slot, so each task's term can carry its own cost (a mean would charge every task for the
+    whole slot). The branches are chosen independently, so max_a Q = V(s) + Σ_q mean_b max Q_b
+    and the greedy action is the per-branch argmax. A state with no ready task has Q = V(s), so
+    the TD chain through slots where every task is busy is not cut.
 
     **Masks** (:func:`masks_to_tensors`) come from ``env.action_masks()``: unreachable / full
     nodes, block ends before the next layer and busy subcarriers get −inf. The share a node can
@@ -412,7 +415,7 @@ def chosen_q(net: GCNQNetwork, params: dict, graph: GraphBatch, actions_c: torch
     share = (_lin(u, params, "share_head") * net.share_basis[actions_c[:, 2]][:, None, :]).sum(-1)
     per_task = (node + block + share + picked("carrier_head", 3)) / 4  # (Q, k)
     idle = _lin(g, params, "idle_head")[..., 0].transpose(0, 1)  # (k, B)
-    return _task_mean(per_task.transpose(0, 1), graph, idle)
+    return _task_sum(per_task.transpose(0, 1), graph, idle)
 
 
 def _select_rows(csr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -565,20 +568,27 @@ def _task_mean(per_task: torch.Tensor, graph: GraphBatch, idle=None) -> torch.Te
     return torch.where(counts > 0, out, idle)
 
 
+def _task_sum(per_task: torch.Tensor, graph: GraphBatch, idle=None) -> torch.Tensor:
+    """(k, Q) per ready task -> (k, B): V(s) + Σ over each graph's ready tasks (the additive,
+    VDN-style joint value; ``idle`` (k, B) is V(s), 0 if None)."""
+    out = per_task.new_zeros(per_task.shape[0], graph.num_graphs).index_add(1, graph.ready_graph, per_task)
+    return out if idle is None else out + idle
+
+
 def q_of_actions_compact(bq: BranchQ, actions_c: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
     """Q(s, a) (k, B) from compact values (k, Q, ·) and compact actions (Q, 4)."""
     k = bq.node.shape[0]
     chosen = [torch.gather(v, 2, actions_c[None, :, i, None].expand(k, -1, 1))[..., 0]
               for i, v in enumerate(bq)]
-    return _task_mean(torch.stack(chosen, 0).mean(0), graph, bq.idle)
+    return _task_sum(torch.stack(chosen, 0).mean(0), graph, bq.idle)
 
 
 def max_q_compact(bq: BranchQ, masks_c: BranchMasks, graph: GraphBatch) -> torch.Tensor:
-    """max_a Q(s, a) (k, B) = ready-task mean of the mean of the masked branch maxima."""
+    """max_a Q(s, a) (k, B) = V(s) + ready-task sum of the mean of the masked branch maxima."""
     levels = bq.share.shape[-1]
     masks_c = _full_share(masks_c, levels)
     best = [_masked(v, m).amax(-1) for v, m in zip(bq, masks_c[:4])]
-    return _task_mean(torch.stack(best, 0).mean(0), graph, bq.idle)
+    return _task_sum(torch.stack(best, 0).mean(0), graph, bq.idle)
 
 
 def argmax_compact(bq: BranchQ, masks_c: BranchMasks) -> torch.Tensor:
@@ -593,7 +603,7 @@ def q_at_argmax_compact(bq_target: BranchQ, bq_online: BranchQ, masks_c: BranchM
     """Double DQN (k, B): the target values at the online network's masked argmax."""
     a = argmax_compact(bq_online, masks_c)  # (k, Q, 4)
     chosen = [torch.gather(v, 2, a[..., i, None])[..., 0] for i, v in enumerate(bq_target)]
-    return _task_mean(torch.stack(chosen, 0).mean(0), graph, bq_target.idle)
+    return _task_sum(torch.stack(chosen, 0).mean(0), graph, bq_target.idle)
 
 
 # ---------------------------------------------------------------------- full-layout API
@@ -612,31 +622,29 @@ def greedy_action(branch_q: BranchQ, masks) -> np.ndarray:
     return act.cpu().numpy().astype(np.int64)
 
 
-def _ready_mean(per_task: torch.Tensor, ready: torch.Tensor, idle=None) -> torch.Tensor:
-    r = ready.to(per_task.dtype)
-    out = (per_task * r).sum(-1) / r.sum(-1).clamp(min=1)
-    if idle is None:
-        return out
-    return torch.where(ready.any(-1), out, idle)
+def _ready_sum(per_task: torch.Tensor, ready: torch.Tensor, idle=None) -> torch.Tensor:
+    """V(s) (``idle``) + Σ over the ready tasks (full layout; see :func:`_task_sum`)."""
+    out = (per_task * ready.to(per_task.dtype)).sum(-1)
+    return out if idle is None else out + idle
 
 
 def q_of_actions(branch_q: BranchQ, actions: torch.Tensor, ready: torch.Tensor) -> torch.Tensor:
-    """Q(s, a) (B,) (or (…, B) with leading dims): mean over ready tasks and branches of the
-    chosen branch values. ``actions`` (B, M, 4) long, ``ready`` (B, M) bool."""
+    """Q(s, a) (B,) (or (…, B) with leading dims): V(s) + Σ over ready tasks of the mean over
+    branches of the chosen branch values. ``actions`` (B, M, 4) long, ``ready`` (B, M) bool."""
     actions = torch.as_tensor(actions, dtype=torch.long)
     chosen = []
     for i, v in enumerate(branch_q):
         idx = actions[..., i, None].expand(*v.shape[:-1], 1)
         chosen.append(torch.gather(v, -1, idx)[..., 0])
-    return _ready_mean(torch.stack(chosen, 0).mean(0), ready, branch_q.idle)
+    return _ready_sum(torch.stack(chosen, 0).mean(0), ready, branch_q.idle)
 
 
 def max_q(branch_q: BranchQ, masks) -> torch.Tensor:
-    """max_a Q(s, a) (B,): mean over ready tasks of the mean of the masked branch maxima."""
+    """max_a Q(s, a) (B,): V(s) + Σ over ready tasks of the mean of the masked branch maxima."""
     m = _as_masks(masks, branch_q.share.shape[-1])
     best = [torch.where(m.ready, _masked(v, mk).amax(-1), torch.zeros(()))
             for v, mk in zip(branch_q, m[:4])]
-    return _ready_mean(torch.stack(best, 0).mean(0), m.ready, branch_q.idle)
+    return _ready_sum(torch.stack(best, 0).mean(0), m.ready, branch_q.idle)
 
 
 def q_at_argmax(branch_q_target: BranchQ, branch_q_online: BranchQ, masks) -> torch.Tensor:
@@ -646,4 +654,4 @@ def q_at_argmax(branch_q_target: BranchQ, branch_q_online: BranchQ, masks) -> to
     for vt, vo, mk in zip(branch_q_target, branch_q_online, m[:4]):
         a = _masked(vo, mk).argmax(-1, keepdim=True)
         chosen.append(torch.gather(vt, -1, a)[..., 0])
-    return _ready_mean(torch.stack(chosen, 0).mean(0), m.ready, branch_q_target.idle)
+    return _ready_sum(torch.stack(chosen, 0).mean(0), m.ready, branch_q_target.idle)

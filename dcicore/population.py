@@ -10,8 +10,8 @@ vector of the template network's architecture (:func:`flatten_params`). Its fitn
     f(θ_i, θ'_i) = −(1/J) Σ_j ( r_j·scale + γ (1 − done_j) max_a' Q_θ'i(s'_j, a') − Q_θi(s_j, a_j) )²
 
 over J transitions sampled from the replay buffer (Eq 14): the max uses the next state's action
-masks, ``done`` stops the bootstrap, and Q of a joint action is the branch/task mean of
-:class:`~dcicore.nets.GCNQNetwork`.
+masks, ``done`` stops the bootstrap, and Q of a joint action is V(s) plus the sum over ready
+tasks of the branch mean (the additive joint value of :class:`~dcicore.nets.GCNQNetwork`).
 
 **Batch norm.** Fitness uses evaluation mode: every individual normalises with the template's
 running statistics (the individuals evolve the BN scale and shift, not the statistics), so an

@@ -38,7 +38,7 @@ from dcicore.budgets import BudgetConfig, budget as named_budget
 from dcicore.cerl import CERL, ENV_STREAMS, EnvStream, make_dqn_agent, rl_interact_and_learn
 from dcicore.config import SystemConfig, check_range
 
-__all__ = ["train", "TrainResult", "METHODS", "DQNLearner", "CHECKPOINT_NAME", "WALL_KEYS"]
+__all__ = ["train", "TrainResult", "TrainedPolicy", "METHODS", "DQNLearner", "CHECKPOINT_NAME", "WALL_KEYS"]
 
 #: the methods ``train`` knows (Sec 5.2.1): CERL and the two RL baselines
 METHODS = ("CERL", "DDQN", "D2QN")
@@ -61,9 +61,10 @@ class TrainResult:
         ``collaborations``, ``energy_j``, ``delay_s``, ``system_cost_std`` (evaluation of the
         deployed greedy policy), ``env_steps`` / ``rl_env_steps`` / ``elite_env_steps``
         (cumulative), ``wall_s``, and the method's own logs averaged over the epoch.
-    policy : callable
-        The deployed greedy policy ``f(env) -> action`` (usable with
-        :func:`dcicore.baselines.evaluate`).
+    policy : TrainedPolicy
+        The deployed greedy policy ``f(env) -> action``; ``policy.config`` is the config it was
+        trained on (with the agent's ``share_action``). Evaluate it with
+        ``evaluate(result.policy, result.config, episodes, seed)``.
     agent : CERL or DQNLearner
         The trained learner (``agent.rl`` / ``agent.agent`` hold the networks).
     logs : list of dict
@@ -76,17 +77,43 @@ class TrainResult:
     logs: list = field(default_factory=list)
     method: str = ""
     seed: int = 0
-    config: dict = field(default_factory=dict)
+    config: SystemConfig | None = None
+    """The config the agent was trained and evaluated on: the caller's config with
+    ``share_action`` set to the agent's (``budget.agent.share_action``)."""
     budget: dict = field(default_factory=dict)
+
+
+class TrainedPolicy:
+    """A trained greedy policy ``f(env) -> action`` bound to the config it was trained on.
+
+    The meaning of the share column depends on ``config.share_action``, so calling it on an
+    environment whose config reads shares differently raises ``ValueError`` (evaluate it with
+    ``evaluate(policy, policy.config, ...)``; the physical system is the same either way).
+    """
+
+    def __init__(self, fn, config: SystemConfig, source: str = "rl"):
+        self.fn, self.config, self.source = fn, config, source
+
+    def __call__(self, env):
+        env_cfg = getattr(getattr(env, "unwrapped", env), "config", None)
+        if env_cfg is not None and env_cfg.share_action != self.config.share_action:
+            raise ValueError(
+                f"this policy was trained with share_action={self.config.share_action!r} but the "
+                f"environment reads shares as {env_cfg.share_action!r}; evaluate it with its own "
+                "config: evaluate(result.policy, result.config, ...)")
+        return self.fn(env)
 
 
 class DQNLearner:
     """DDQN or D²QN trained on CERL's RL schedule (no population): one ``generation()`` is
-    ``rl_steps_per_generation`` ε-greedy slots then ``rl_updates_per_generation`` gradient steps."""
+    ``rl_steps_per_generation`` ε-greedy slots then ``rl_updates_per_generation`` gradient steps.
+    D²QN is the dueling variant; it uses parameter noise instead of ε only with
+    ``AgentConfig.d2qn_param_noise``."""
 
     def __init__(self, config: SystemConfig, agent_cfg, seed: int, *, d2qn: bool):
         self.config, self.cfg, self.seed = config, agent_cfg, int(seed)
-        self.rl = make_dqn_agent(config, agent_cfg, seed, dueling=d2qn, param_noise=d2qn)
+        self.rl = make_dqn_agent(config, agent_cfg, seed, dueling=d2qn,
+                                 param_noise=d2qn and agent_cfg.d2qn_param_noise)
         self.buffer = self.rl.replay
         self.stream = EnvStream(config, seed, ENV_STREAMS["rl"])
         self.generations = 0
@@ -242,6 +269,18 @@ def train(method: str, config: SystemConfig | None = None, budget="quick", seed:
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    The agent acts, learns and is evaluated on ``dataclasses.replace(config,
+    share_action=budget.agent.share_action)`` (default ``"relative"``, a named aid: see
+    :class:`dcicore.budgets.AgentConfig`); the physical system is unchanged. ``result.config``
+    is that config and ``result.policy`` refuses an environment that reads shares differently.
+    Compare with the heuristics on the same episodes::
+
+        res = train("CERL", cfg, "quick", seed=0)
+        evaluate(res.policy, res.config, 5, 2024)   # the trained policy
+        evaluate("Random", res.config, 5, 2024)     # heuristics always use absolute shares
     """
     from tqdm.auto import tqdm
 
@@ -255,6 +294,8 @@ def train(method: str, config: SystemConfig | None = None, budget="quick", seed:
         raise ValueError(f"budget must be a BudgetConfig or a budget name, got {budget!r}")
     check_range("seed", seed, 0, 2**31 - 1, integer=True)
     a = bud.agent
+    # NOTE: the agent reads its share index in its own encoding (a named aid, see AgentConfig)
+    config = dataclasses.replace(config, share_action=a.share_action)
 
     ident = _identity(method, config, bud, seed)
     path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
@@ -296,6 +337,7 @@ def train(method: str, config: SystemConfig | None = None, budget="quick", seed:
                 totals["env_steps"] = totals["rl_env_steps"] + totals["elite_env_steps"]
                 t1 = time.perf_counter()
                 pol, source = learner.policy(_select_seed(bud, epoch))
+                pol = TrainedPolicy(pol, config, source)
                 policy = pol
                 ev = evaluate(pol, config, bud.eval_episodes, bud.eval_seed)
                 t2 = time.perf_counter()
@@ -321,9 +363,10 @@ def train(method: str, config: SystemConfig | None = None, budget="quick", seed:
         finally:
             bar.close()
         if policy is None:  # nothing left to train (resumed at the end): choose again, same seed
-            policy, _ = learner.policy(_select_seed(bud, bud.epochs - 1))
+            policy, source = learner.policy(_select_seed(bud, bud.epochs - 1))
+            policy = TrainedPolicy(policy, config, source)
     return TrainResult(history=history, policy=policy, agent=learner, logs=logs, method=method,
-                       seed=seed, config=config.to_dict(), budget=dataclasses.asdict(bud))
+                       seed=seed, config=config, budget=dataclasses.asdict(bud))
 
 
 def _select_seed(bud: BudgetConfig, epoch: int) -> int:

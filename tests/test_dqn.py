@@ -201,37 +201,38 @@ def test_td_target_and_loss_on_a_hand_made_batch():
             _hand_masks(cfg, s4, [100, 100]), _hand_masks(cfg, n4, [100, 100]))
     tr = buf.get([0, 1, 2, 3])
     # transition 1: online argmax on s' = node 1, block 7, share index 49 (top level 50),
-    # carrier 9; target values there: 2, 0.0, -0.49, -0.9 -> mean 0.1525
-    y1 = -2.0 * 0.1 + 0.95 * (2.0 + 0.0 - 0.49 - 0.9) / 4
+    # carrier 9; target values there: 2, 0.0, -0.49, -0.9 -> mean 0.1525, plus V(s') = 7
+    y1 = -2.0 * 0.1 + 0.95 * (7.0 + (2.0 + 0.0 - 0.49 - 0.9) / 4)
     y2 = -10.0 * 0.1  # done: no bootstrap
-    y3 = -1.0 * 0.1 + 0.95 * 7.0  # the target's idle value
+    y3 = -1.0 * 0.1 + 0.95 * 7.0  # nothing ready in s': the target's V(s') alone
     # transition 4: s' ready at layer 6 with levels up to 100: 2 + 0.7 - 0.99 - 0.9
-    y4 = -0.5 * 0.1 + 0.95 * (2.0 + 0.0 - 0.99 - 0.9) / 4
+    y4 = -0.5 * 0.1 + 0.95 * (7.0 + (2.0 + 0.0 - 0.99 - 0.9) / 4)
     torch.testing.assert_close(agent.td_target(tr), torch.tensor([y1, y2, y3, y4]))
     # without double DQN the target's own max is used: node 5, block (j >= 1) 0.6, share 0, carrier 0
     agent.double = False
-    y1_max = -0.2 + 0.95 * (5.0 + 0.6 + 0.0 + 0.0) / 4
+    y1_max = -0.2 + 0.95 * (7.0 + (5.0 + 0.6 + 0.0 + 0.0) / 4)
     torch.testing.assert_close(agent.td_target(tr)[[0, 1, 2]], torch.tensor([y1_max, y2, y3]))
     agent.double = True
-    # Q(s, a) of each transition: the ready-task mean of the branch mean at the chosen values
+    # Q(s, a) of each transition: V(s) = 1.5 plus, per ready task, the mean of its chosen values
     chosen = [[[3.0, 0.0, 0.09, 0.0]],
               [[1.0, 0.7, 0.49, 0.3], [3.0, 0.2, 0.09, 0.1]],
               [[3.0, 0.3, 0.0, 0.2]],  # block end 1 was stored as the next layer, 3
-              [[1.5]]]  # nothing ready in s: the online idle value
+              []]  # nothing ready in s: V(s) alone
     ys = [y1, y2, y3, y4]
-    qs = [np.mean([np.mean(t) for t in c]) for c in chosen]
-    # BDQ-style loss (default): every chosen branch value regressed onto y
-    per_transition = [np.mean([np.mean([(v - y) ** 2 for v in t]) for t in c]) for c, y in zip(chosen, ys)]
+    qs = [1.5 + sum(np.mean(t) for t in c) for c in chosen]
+    # default loss (Eq 18 literally): the mean squared error of the joint Q
     loss, q_sa, y = agent.compute_loss(tr)
     torch.testing.assert_close(q_sa, torch.tensor(qs, dtype=torch.float32))
-    assert float(loss.detach()) == pytest.approx(np.mean(per_transition), rel=1e-6)
-    loss.backward()  # every value carries + c: d loss / d c = mean of the mean of 2 (v - y)
-    grad = np.mean([np.mean([np.mean([2 * (v - y) for v in t]) for t in c]) for c, y in zip(chosen, ys)])
-    assert float(agent.q_net.c.grad) == pytest.approx(grad, rel=1e-5)
-    # Eq 18 literally: the mean squared error of the joint Q
-    agent.loss_on = "joint"
-    loss, _, _ = agent.compute_loss(tr)
     assert float(loss.detach()) == pytest.approx(np.mean([(q - y) ** 2 for q, y in zip(qs, ys)]), rel=1e-6)
+    loss.backward()  # V and every branch value carry + c: dQ/dc = 1 + ready tasks
+    grad = np.mean([2 * (q - y) * (1 + len(c)) for q, y, c in zip(qs, ys, chosen)])
+    assert float(agent.q_net.c.grad) == pytest.approx(grad, rel=1e-5)
+    # BDQ-style loss: every chosen branch value regressed onto y; V(s) where nothing is ready
+    agent.loss_on = "branches"
+    chosen[3] = [[1.5]]
+    per_transition = [np.mean([np.mean([(v - y) ** 2 for v in t]) for t in c]) for c, y in zip(chosen, ys)]
+    loss, _, _ = agent.compute_loss(tr)
+    assert float(loss.detach()) == pytest.approx(np.mean(per_transition), rel=1e-6)
 
 
 # ---------------------------------------------------------------------- parameter noise
@@ -316,3 +317,28 @@ def test_agent_checkpoint_resumes_exactly():
     twin.on_episode_start()
     assert agent.sigma == twin.sigma
     assert np.array_equal(agent.act(env, obs), twin.act(env, obs))
+
+
+# ---------------------------------------------------------------------- exploration
+@pytest.mark.parametrize("share_power, block_power", [(1.0, 1.0), (2.0, 3.0)])
+def test_exploration_draws_valid_choices_with_the_documented_bias(share_power, block_power):
+    from dcicore.env import DCIEnv
+
+    cfg = SystemConfig(num_devices=5, share_action="relative")
+    agent = DQNAgent(cfg, seed=1, share_explore_power=share_power, block_explore_power=block_power)
+    env = DCIEnv(cfg)
+    env.reset(seed=0, options={"initial_tasks": [1] * cfg.num_devices})
+    masks = env.action_masks()
+    ready = np.flatnonzero(masks["ready"])
+    assert ready.size == cfg.num_devices
+    base = np.zeros((cfg.max_tasks, 4), np.int64)
+    draws = np.stack([agent._explore(base, masks, 1.0)[ready] for _ in range(400)])  # (400, R, 4)
+    assert np.all(masks["node"][ready, draws[..., 0]])  # every draw is valid
+    assert np.all(masks["block"][ready, draws[..., 1]])
+    share, block = draws[..., 2].ravel(), draws[..., 1].ravel()
+    levels = cfg.share_levels
+    # P(index < levels/4) = (1/4)^(1/power): 0.25 uniform, 0.5 with power 2
+    assert np.mean(share < levels // 4) == pytest.approx(0.25 ** (1 / share_power), abs=0.06)
+    # all tasks are at layer 0 here (8 valid ends): P(last layer) = P(u^p < 1/8) = (1/8)^(1/p)
+    assert np.all(env.ready_mask() == masks["ready"])
+    assert np.mean(block == cfg.num_layers - 1) == pytest.approx(0.125 ** (1 / block_power), abs=0.06)

@@ -252,16 +252,20 @@ def _hand_branch_q():
     )
 
 
-def test_q_of_actions_is_the_ready_mean_of_the_branch_mean():
+def test_q_of_actions_is_v_plus_the_ready_sum_of_the_branch_mean():
     bq = _hand_branch_q()
     actions = torch.tensor([[[1, 2, 0, 0], [0, 2, 1, 1]]])
     both = q_of_actions(bq, actions, torch.tensor([[True, True]]))
-    # task 0: (4 + 1 + 5 - 2)/4 = 2; task 1: (2 + 6 + 3 + 1.5)/4 = 3.125
-    torch.testing.assert_close(both, torch.tensor([(2.0 + 3.125) / 2]))
+    # task 0: (4 + 1 + 5 - 2)/4 = 2; task 1: (2 + 6 + 3 + 1.5)/4 = 3.125; no V(s): 0
+    torch.testing.assert_close(both, torch.tensor([2.0 + 3.125]))
     only0 = q_of_actions(bq, actions, torch.tensor([[True, False]]))
     torch.testing.assert_close(only0, torch.tensor([2.0]))
     none = q_of_actions(bq, actions, torch.tensor([[False, False]]))
     torch.testing.assert_close(none, torch.tensor([0.0]))
+    # with a state value V(s) = -1.5: Q = V + the task terms; nothing ready -> V
+    bqv = bq.with_idle(torch.tensor([-1.5]))
+    torch.testing.assert_close(q_of_actions(bqv, actions, torch.tensor([[True, True]])), torch.tensor([3.625]))
+    torch.testing.assert_close(q_of_actions(bqv, actions, torch.tensor([[False, False]])), torch.tensor([-1.5]))
 
 
 def _hand_masks():
@@ -279,7 +283,7 @@ def test_max_q_respects_masks_and_greedy_action_matches():
     m = _hand_masks()
     # task 0: node max 4, block max over {1,2} 3, share max over levels 1..3 = 9, carrier {0} -2
     # task 1: node {0} 2, block {2} 6, share levels 1..2 -> 3, carrier {0} 1
-    expected = ((4 + 3 + 9 - 2) / 4 + (2 + 6 + 3 + 1) / 4) / 2
+    expected = (4 + 3 + 9 - 2) / 4 + (2 + 6 + 3 + 1) / 4
     torch.testing.assert_close(max_q(bq, m), torch.tensor([expected]))
     a = greedy_action(bq, m)
     assert a.tolist() == [[1, 1, 2, 0], [0, 2, 1, 0]]
@@ -294,6 +298,6 @@ def test_q_at_argmax_uses_online_argmax_and_target_values():
     # online argmax: task 0 (1, 1, 2, 0), task 1 (0, 2, 1, 0); target values there:
     t0 = (-4 - 3 - 9 + 2) / 4
     t1 = (-2 - 6 - 3 - 1) / 4
-    torch.testing.assert_close(q_at_argmax(target, online, m), torch.tensor([(t0 + t1) / 2]))
+    torch.testing.assert_close(q_at_argmax(target, online, m), torch.tensor([t0 + t1]))
     # and it differs from the target's own max
     assert not torch.allclose(q_at_argmax(target, online, m), max_q(target, m))

@@ -122,11 +122,11 @@ def test_fitness_is_minus_mean_squared_td_error_by_hand():
             q2 = target_net.forward_reference(tr.next_graph)
         errors = []
         for j, pos in enumerate(idx):
-            # Q(s, a): average over ready tasks of the average of the 4 chosen branch values
+            # Q(s, a): V(s) plus, over ready tasks, the average of the 4 chosen branch values
             ready = np.flatnonzero(tr.ready[j].numpy())
             a = tr.actions[j]
-            q_sa = np.mean([np.mean([float(q[b][j, m, a[m, b]]) for b in range(4)]) for m in ready])
-            # max_a' Q'(s', a'): the same average of the masked branch maxima
+            q_sa = float(q.idle[j]) + sum(np.mean([float(q[b][j, m, a[m, b]]) for b in range(4)]) for m in ready)
+            # max_a' Q'(s', a'): V(s') plus the same sum of the masked branch-maxima averages
             m2 = masks_to_tensors([dict(
                 node=np.unpackbits(buf.arrays["n_m_node"][pos], count=cfg.max_tasks * cfg.num_nodes).reshape(cfg.max_tasks, -1).astype(bool),
                 block=np.unpackbits(buf.arrays["n_m_block"][pos], count=cfg.max_tasks * cfg.num_layers).reshape(cfg.max_tasks, -1).astype(bool),
@@ -138,7 +138,7 @@ def test_fitness_is_minus_mean_squared_td_error_by_hand():
                 share_ok = np.arange(1, cfg.share_levels + 1) <= int(m2.share[0, m])
                 valid = [m2.node[0, m].numpy(), m2.block[0, m].numpy(), share_ok, m2.carrier[0, m].numpy()]
                 best.append(np.mean([float(q2[b][j, m][torch.from_numpy(valid[b])].max()) for b in range(4)]))
-            q_next = np.mean(best) if best else 0.0
+            q_next = float(q2.idle[j]) + sum(best)
             y = float(tr.rewards[j]) * scale + gamma * (1 - float(tr.dones[j])) * q_next
             errors.append((y - q_sa) ** 2)
         assert float(fit[i]) == pytest.approx(-np.mean(errors), rel=1e-5, abs=1e-6)

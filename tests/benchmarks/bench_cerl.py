@@ -1,6 +1,7 @@
 """Speed of one whole CERL generation at N = 50 with the paper's population (k = 50, J = 64).
 
-A generation is Algorithm 1 once: sampling, the fitness of Eq 14 for all 50 individuals on 64
+The agent is ``AgentConfig`` with its defaults (5 RL gradient steps per generation) except the
+population and J. A generation is Algorithm 1 once: sampling, the fitness of Eq 14 for all 50 individuals on 64
 transitions, the CEM update, elite interaction, the RL agent's steps and gradient updates, and
 the injection. The replay buffer is first filled (warm-up generations, not timed) so that every
 timed generation does all of that work. Target: a median of at most 5 s on the CI machine.
@@ -29,9 +30,10 @@ def bench_cerl(num_devices: int = 50, generations: int = 5, population_size: int
 
     ``threads``: torch intra-op threads during the measurement (1, like ``train``'s budgets;
     0 keeps torch's setting)."""
+    from dcicore.nets import tune_cpu_runtime
+
     prev = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
+    tune_cpu_runtime(threads if threads > 0 else None)  # glibc keeps freed blocks; torch threads
     try:
         return _bench(num_devices, generations, population_size, fitness_batch)
     finally:
