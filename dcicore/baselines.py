@@ -102,7 +102,6 @@ def cheapest_level(env, rows, nodes):
 
 
 def _action(env, rows, nodes, ends, levels, carriers=None):
-    c = env.config
     a = np.zeros((env.num_rows, 4), dtype=np.int64)
     a[rows, 0] = nodes
     a[rows, 1] = ends

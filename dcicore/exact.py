@@ -530,7 +530,7 @@ class _Model:
         ``relaxed`` (model B): a stage counts with the largest level of its class (a level above
         s_k may fill the node in the env) and an earlier row's failure with the whole node (its
         request may ask any level), so every wait the env can make stays possible."""
-        a, D = self.arcs, self.D
+        a = self.arcs
         waits = np.flatnonzero(a["kind"] == _WAIT)
         stage = np.flatnonzero(a["kind"] == _STAGE)
         reqs = np.flatnonzero(a["kind"] == _FAIL)

@@ -27,14 +27,6 @@ def tiny(**kw):
     return AgentConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def strip(logs):
     """Logs without wall-clock columns, NaN replaced by a marker (NaN != NaN)."""
     return [{k: ("nan" if isinstance(v, float) and v != v else v) for k, v in g.items() if not k.endswith("_s")}

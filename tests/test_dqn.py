@@ -18,12 +18,6 @@ from dcicore.nets import BranchQ, masks_to_tensors
 from dcicore.replay import ReplayBuffer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _roundtrip(obj):

@@ -20,12 +20,6 @@ from dcicore.population import (
 from dcicore.replay import ReplayBuffer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _net(cfg, seed=0, dueling=False):
