@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from dcicore.config import SystemConfig
+from dcicore.costs import cost_optimal_rate
 
 __all__ = [
     "local_computing",
@@ -88,7 +89,7 @@ def cheapest_level(env, rows, nodes):
     k0 = ph.k0_node[nodes]
     upper = np.maximum(need, np.minimum(env.free_levels()[nodes], lv))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r_star = np.where((k0 > 0) & (c.w_energy > 0), (c.w_delay / (2.0 * c.w_energy * k0)) ** (1 / 3), np.inf)
+        r_star = cost_optimal_rate(c.w_energy, c.w_delay, k0)
         s_star = r_star * lv / cap
         best, best_cost = need.copy(), np.full(need.shape, np.inf)
         for cand in (need, np.floor(s_star), np.ceil(s_star)):
@@ -218,10 +219,7 @@ def greedy(env) -> np.ndarray:
         """
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             need = np.ceil(lv * rest_cycles / (cap_hz * time_s) - 1e-9)
-            if c.w_energy > 0:
-                s_star = np.where(k0 > 0, (c.w_delay / (2.0 * c.w_energy * k0)) ** (1.0 / 3.0), np.inf) * lv / cap_hz
-            else:
-                s_star = np.full(np.shape(cap_hz), np.inf)
+            s_star = cost_optimal_rate(c.w_energy, c.w_delay, k0) * lv / cap_hz
             best = np.inf
             for s_int in (np.floor(s_star), np.ceil(s_star)):
                 s = np.clip(np.maximum(s_int, need), 1, np.maximum(max_level, 1))

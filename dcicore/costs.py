@@ -20,6 +20,7 @@ __all__ = [
     "transmission_energy",
     "system_cost",
     "channel_gain",
+    "cost_optimal_rate",
     "check_subcarriers",
     "check_capacity",
     "check_all_layers",
@@ -80,6 +81,19 @@ def transmission_energy(tx_power_w, output_bits, rate_bps):
 def system_cost(energy_j, delay_s, w_energy, w_delay):
     """Eq 6 (one term): ω_e · E + ω_d · T, in cost units (J and s weighted)."""
     return _f(w_energy) * _f(energy_j) + _f(w_delay) * _f(delay_s)
+
+
+def cost_optimal_rate(w_energy, w_delay, k0):
+    """Rate r* minimising the cost per cycle ω_e·k0·r² + ω_d/r of any block (Eqs 1, 4, 6), in Hz.
+
+    d/dr [ω_e k0 C r² + ω_d C / r] = 0 gives r* = (ω_d / (2 ω_e k0))^(1/3), whatever C is;
+    inf where energy is free (ω_e = 0 or k0 = 0): then faster is always cheaper.
+    """
+    k0 = _f(k0)
+    w_e = _f(w_energy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (_f(w_delay) / (2.0 * w_e * k0)) ** (1.0 / 3.0)
+    return np.where((k0 > 0) & (w_e > 0), r, np.inf)
 
 
 def channel_gain(distance_m, exponent=4.0, min_distance_m=1.0):

@@ -368,36 +368,14 @@ def best_plan(plans: dict, w_energy: float, w_delay: float) -> dict:
 
 # ------------------------------------------------------------------------------ repairs
 def scenario_from_positions(config: SystemConfig, positions_m, capacity_hz):
-    """A hand-placed :class:`~dcicore.scenario.Scenario` built by the rules of
-    :func:`dcicore.scenario.make_scenario` (ranges, g = d^-exponent, Eq 2 rates).
+    """A hand-placed :class:`~dcicore.scenario.Scenario` (node 0 = the MEC): the same as
+    :func:`dcicore.scenario.scenario_from`, kept under this name for chapter 3.
 
-    ``positions_m`` (N+1, 2) in metres, node 0 = the MEC; ``capacity_hz`` (N+1,) in Hz.
     Pass it to ``env.reset(options={"scenario": ...})`` for a toy instance.
     """
-    from dcicore.costs import channel_gain, transmission_rate
-    from dcicore.scenario import Scenario
+    from dcicore.scenario import scenario_from
 
-    pos = np.array(positions_m, dtype=float)
-    cap = np.array(capacity_hz, dtype=float)
-    n1 = config.num_nodes
-    if pos.shape != (n1, 2) or cap.shape != (n1,):
-        raise ValueError(f"positions_m must be ({n1}, 2) and capacity_hz ({n1},) for N = "
-                         f"{config.num_devices}, got {pos.shape} and {cap.shape}")
-    if np.any(cap <= 0):
-        raise ValueError(f"capacity_hz must be > 0, got {cap!r}")
-    dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
-    limit = np.full((n1, n1), config.d2d_range_m)
-    limit[0, :] = limit[:, 0] = config.mec_range_m
-    link = dist <= limit
-    np.fill_diagonal(link, True)
-    gain = channel_gain(dist, config.path_loss_exponent, config.min_distance_m)
-    rate = transmission_rate(config.bandwidth_hz, config.num_subcarriers, gain, config.tx_power_w,
-                             config.noise_w)
-    rate = np.where(link, rate, 0.0)
-    np.fill_diagonal(rate, 0.0)
-    for arr in (pos, cap, dist, link, rate):
-        arr.setflags(write=False)
-    return Scenario(pos, cap, dist, link, rate)
+    return scenario_from(config, positions_m, capacity_hz)
 
 
 def repair_table(env, action) -> list[dict]:

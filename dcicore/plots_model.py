@@ -470,7 +470,9 @@ def cost_optimal_rate_hz(w_energy: float, w_delay: float, k0: float) -> float:
 
     d/dr [ω_e k0 C r² + ω_d C / r] = 0 gives r* = (ω_d / (2 ω_e k0))^(1/3), whatever C is.
     """
-    return float((w_delay / (2.0 * w_energy * k0)) ** (1.0 / 3.0))
+    from dcicore.costs import cost_optimal_rate
+
+    return float(cost_optimal_rate(w_energy, w_delay, k0))
 
 
 def rate_cost_curve(config: SystemConfig, workload_cycles: float, rates_hz) -> dict:

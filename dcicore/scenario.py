@@ -64,9 +64,9 @@ def scenario_from(config: SystemConfig, positions_m, capacity_hz) -> Scenario:
     pos = np.array(positions_m, dtype=np.float64)
     cap = np.array(capacity_hz, dtype=np.float64)
     if pos.shape != (n + 1, 2):
-        raise ValueError(f"positions_m must have shape ({n + 1}, 2), got {pos.shape}")
+        raise ValueError(f"positions_m must be an array of shape ({n + 1}, 2), got {pos.shape}")
     if cap.shape != (n + 1,) or np.any(~np.isfinite(cap)) or np.any(cap <= 0):
-        raise ValueError(f"capacity_hz must be {n + 1} positive finite values, got {cap!r}")
+        raise ValueError(f"capacity_hz must be {n + 1} positive finite values (Hz), got {cap!r}")
     diff = pos[:, None, :] - pos[None, :, :]
     dist = np.sqrt((diff**2).sum(-1))
     rng_limit = np.full((n + 1, n + 1), config.d2d_range_m)

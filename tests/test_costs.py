@@ -62,3 +62,14 @@ def test_constraint_checks():
     assert not costs.check_all_layers([0, 2], [2, 7], 8)  # layer 2 twice
     assert costs.check_deadline([1.0, 1.5, 0.5], 3.0)
     assert not costs.check_deadline([1.0, 1.5, 0.6], 3.0)
+
+
+def test_cost_optimal_rate():
+    # r* = (w_d / (2 w_e k0))^(1/3) = (0.2 / 1.6e-26)^(1/3) = 2.3208e8 Hz
+    r = costs.cost_optimal_rate(0.8, 0.2, 1e-26)
+    assert r == pytest.approx((0.2 / 1.6e-26) ** (1 / 3))
+    # the cost per cycle is lowest there
+    f = lambda x: 0.8 * 1e-26 * x**2 + 0.2 / x  # noqa: E731
+    assert f(r) < f(0.99 * r) and f(r) < f(1.01 * r)
+    assert np.isinf(costs.cost_optimal_rate(0.0, 0.2, 1e-26))
+    assert np.isinf(costs.cost_optimal_rate(0.8, 0.2, 0.0))
